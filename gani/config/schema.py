@@ -1,0 +1,185 @@
+"""Pydantic models for every knob in params.yaml, one class per section.
+
+Each section mirrors a pipeline stage (align -> encode -> tune -> edit -> metrics),
+plus `models` (which checkpoints), `tracking` (MLflow) and `orchestration` (Prefect).
+Unknown keys are errors, so a typo in params.yaml or `--set` never passes silently.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Domain = Literal["ffhq", "afhq_wild", "cars", "church", "horse", "demo"]
+DOMAINS: tuple[str, ...] = ("ffhq", "afhq_wild", "cars", "church", "horse", "demo")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GeneratorSpec(Section):
+    """Which StyleGAN2 generator; `checkpoint: demo` builds a seeded random one of this shape."""
+
+    checkpoint: str = "demo"
+    size: int = Field(64, ge=32, le=1024)
+    style_dim: int = Field(512, ge=8)
+    n_mlp: int = Field(8, ge=1)
+    channel_multiplier: int = Field(2, ge=1)
+    channel_max: int = Field(512, ge=8)
+    seed: int = 0
+
+
+class EncoderSpec(Section):
+    """The e4e encoder; `demo` builds a seeded random, narrow encoder of the same architecture."""
+
+    checkpoint: str = "demo"
+    width_div: int = Field(1, ge=1, description="divides the IR-SE body widths; 1 = official")
+    seed: int = 1
+
+
+class ModelsSection(Section):
+    generator: GeneratorSpec = GeneratorSpec()
+    encoder: EncoderSpec = EncoderSpec()
+    id_net: Optional[str] = Field(None, description="curricularface | arcface | moco | null")
+    parser: Optional[str] = Field(None, description="maskgan parser checkpoint name or null")
+    lpips_backbone: Optional[str] = Field(None, description="alexnet checkpoint name or null")
+
+
+class AlignSection(Section):
+    method: Literal["ffhq", "resize"] = "ffhq"
+    detector: Literal["dlib", "sidecar"] = "dlib"
+    multi_face: Literal["largest", "quarantine"] = "largest"
+    output_size: int = Field(256, ge=32, le=4096)
+    transform_size: int = Field(256, ge=32, le=8192)
+    height: int = Field(256, ge=16, description="resize target height (method=resize)")
+    width: int = Field(256, ge=16, description="resize target width (method=resize)")
+    min_side: int = Field(32, ge=1)
+    max_pixels: int = Field(100_000_000, ge=1024)
+
+
+class EncodeSection(Section):
+    method: Literal["e4e", "w_projection", "wplus_projection"] = "e4e"
+    projection_steps: int = Field(200, ge=1)
+    projection_lr: float = Field(0.1, gt=0)
+
+
+class LossWeights(Section):
+    """Paper Eq. 1 weights; a term with weight 0 or no network is skipped."""
+
+    rec: Literal["l2", "smooth_l1"] = "l2"
+    lambda_rec: float = Field(1.0, ge=0)
+    lambda_lpips: float = Field(0.8, ge=0)
+    lambda_id: float = Field(0.1, ge=0)
+    lambda_parse: float = Field(1.0, ge=0)
+
+
+class RegularizerSection(Section):
+    """Paper Eq. 5 localization regularizer on random W latents."""
+
+    lambda_r: float = Field(0.2, ge=0)
+    lambda_rec: float = Field(1.0, ge=0)
+    lambda_lpips: float = Field(0.8, ge=0)
+    n_latents: int = Field(1, ge=1, description="random w_r per step")
+
+
+class GMMSection(Section):
+    """Gradient Modification Modules (DESIGN §2.3); reasoning in docs/method.md."""
+
+    blocks: int = Field(2, ge=1, le=16)
+    pre_norm: Literal["none", "sn", "in"] = "none"
+    post_norm: Literal["none", "sn", "in"] = "sn"
+    init_scale: float = Field(0.1, ge=0)
+    zero_init_last: bool = True
+    identity_path: bool = False
+    bias: Literal["zero", "uniform"] = "zero"
+    gradient_source: Literal["original", "current"] = "original"
+
+
+class OptimizerSection(Section):
+    name: Literal["adam", "ranger"] = "adam"
+    lr: float = Field(1e-5, gt=0)
+    betas: tuple[float, float] = (0.95, 0.999)
+    lookahead_k: int = Field(6, ge=1)
+    lookahead_alpha: float = Field(0.5, gt=0, le=1)
+    gc: bool = True
+    warmup_steps: int = Field(0, ge=0)
+
+
+class PTISection(Section):
+    lr: float = Field(3e-4, gt=0)
+    steps: int = Field(350, ge=1)
+    locality: bool = True
+
+
+class TuneSection(Section):
+    method: Literal["gani", "pti", "wplus_projection", "w_projection", "e4e"] = "gani"
+    steps: int = Field(300, ge=0)
+    batch_size: int = Field(1, ge=1)
+    seed: int = 0
+    log_every: int = Field(10, ge=1)
+    loss: LossWeights = LossWeights()
+    reg: RegularizerSection = RegularizerSection()
+    gmm: GMMSection = GMMSection()
+    optimizer: OptimizerSection = OptimizerSection()
+    pti: PTISection = PTISection()
+
+
+class InterFaceGANEdit(Section):
+    name: str
+    file: str
+
+
+class GANSpaceEdit(Section):
+    name: str
+    component: int = Field(ge=0)
+    start: int = Field(ge=0)
+    end: int = Field(ge=1)
+    strength: float
+
+
+class EditSection(Section):
+    interfacegan: list[InterFaceGANEdit] = []
+    ganspace_file: Optional[str] = Field(None, description="PCA file; null = compute from G")
+    ganspace: list[GANSpaceEdit] = []
+    pca_samples: int = Field(10_000, ge=16)
+    factors: list[float] = [-3.0, 0.0, 3.0]
+
+
+class MetricsSection(Section):
+    size: int = Field(256, ge=16)
+    locality_n: int = Field(8, ge=1)
+    locality_seed: int = 1234
+
+
+class TrackingSection(Section):
+    enabled: bool = True
+    uri: str = "sqlite:///mlflow.db"
+    experiment: str = "gani-{dataset}-{profile}"
+    log_loss_curve: bool = True
+
+
+class OrchestrationSection(Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_concurrency: int = Field(4, ge=1)
+    gpu_limit: str = "gpu-slots"
+    gpu_slots: int = Field(1, ge=1)
+    use_gpu_limit: bool = False
+    shard_size: int = Field(200, ge=1)
+    retries: int = Field(3, ge=0)
+    retry_delay_seconds: float = Field(5.0, ge=0)
+
+
+class Settings(Section):
+    """The fully resolved configuration of one run (base sections + profile + --set)."""
+
+    profile: str = "demo"
+    domain: Domain = "demo"
+    models: ModelsSection = ModelsSection()
+    align: AlignSection = AlignSection()
+    encode: EncodeSection = EncodeSection()
+    tune: TuneSection = TuneSection()
+    edit: EditSection = EditSection()
+    metrics: MetricsSection = MetricsSection()
+    tracking: TrackingSection = TrackingSection()
+    orchestration: OrchestrationSection = OrchestrationSection()

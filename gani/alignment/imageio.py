@@ -1,0 +1,170 @@
+"""Robust image decoding for the pipeline: anything a user drops in a folder -> 8-bit RGB.
+
+`load_image(src)` accepts a path, raw bytes or a binary file object and returns a fully
+decoded PIL image in mode "RGB". It
+
+- applies the EXIF orientation tag (phone photos stored sideways come out upright);
+- converts every Pillow mode to 8-bit RGB: grayscale ("L", "1"), palette ("P", with or
+  without transparency), alpha ("RGBA", "LA", "PA", premultiplied "RGBa"/"La") composited
+  on white, "CMYK" (Pillow's plain inversion; ICC profiles are ignored), "YCbCr"/"LAB"/"HSV",
+  16-bit ("I;16*", and "I" holding 16-bit data) scaled by 255/65535 with rounding, and
+  float "F" (read as [0, 1] when its maximum is ≤ 1, else clipped to [0, 255]); 16-bit RGB
+  PNGs are reduced to 8 bits by Pillow itself;
+- takes the first frame of animated or multi-page files;
+- raises `BadImageError` with a short machine-readable `reason` the pipeline records when it
+  quarantines the file:
+
+  ============== ====================================================================
+  reason         meaning
+  ============== ====================================================================
+  empty          zero bytes
+  not_an_image   Pillow cannot identify the format (text, HTML, a zip renamed .jpg ...)
+  truncated      the file ends before the image data does
+  corrupt        the decoder failed for another reason (broken chunks, bad CRC ...)
+  too_small      a side is shorter than `min_side` pixels (default 32)
+  too_large      more than `max_pixels` pixels (default 100 M), including decompression
+                 bombs: the size is read from the header, before anything is decoded
+  unsupported    a pixel mode that cannot be turned into RGB
+  unreadable     the path cannot be read (missing file, permission)
+  ============== ====================================================================
+
+Pillow's global `MAX_IMAGE_PIXELS` and `LOAD_TRUNCATED_IMAGES` are not touched; our own
+limit is checked first and Pillow's bomb error is mapped to `too_large` as well.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MIN_SIDE = 32
+DEFAULT_MAX_PIXELS = 100_000_000
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+REASONS = ("empty", "not_an_image", "truncated", "corrupt", "too_small", "too_large",
+           "unsupported", "unreadable")
+
+
+class BadImageError(ValueError):
+    """An input that cannot become a pipeline image; `reason` is one of `REASONS`."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        if reason not in REASONS:
+            raise ValueError(f"unknown BadImageError reason {reason!r}")
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+def _read_bytes(src: ImageSource) -> bytes:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return bytes(src)
+    if isinstance(src, (str, os.PathLike)):
+        try:
+            return Path(src).read_bytes()
+        except OSError as exc:
+            raise BadImageError("unreadable", f"{src}: {exc.strerror or exc}") from None
+    if hasattr(src, "read"):
+        return src.read()
+    raise TypeError(f"load_image: unsupported source type {type(src).__name__}")
+
+
+def _is_truncation(exc: Exception) -> bool:
+    msg = str(exc).lower()
+    return "truncated" in msg or "end of file" in msg or "premature" in msg or (
+        isinstance(exc, EOFError))
+
+
+def _sixteen_to_eight(arr: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(arr.astype(np.float64) * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+
+
+def _on_white(img: Image.Image) -> Image.Image:
+    rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """Convert a decoded Pillow image of any mode to 8-bit RGB (rules in the module doc)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return _on_white(img)
+    if mode == "P":
+        if "transparency" in img.info:
+            return _on_white(img.convert("RGBA"))
+        return img.convert("RGB")
+    if mode in ("L", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return img.convert("RGB")
+    if mode.startswith("I;16") or mode == "I":
+        arr = np.asarray(img)
+        if arr.dtype.kind not in "iu":
+            arr = arr.astype(np.int64)
+        if mode == "I" and arr.size and arr.max() <= 255 and arr.min() >= 0:
+            gray = arr.astype(np.uint8)  # 8-bit data stored in a 32-bit container
+        else:
+            gray = _sixteen_to_eight(np.clip(arr, 0, 65535))
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        finite = arr[np.isfinite(arr)]
+        scale = 255.0 if finite.size and finite.max() <= 1.0 else 1.0
+        gray = np.clip(np.rint(np.nan_to_num(arr) * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    try:
+        return img.convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise BadImageError("unsupported", f"pixel mode {mode}: {exc}") from None
+
+
+def load_image(src: ImageSource, *, min_side: int = DEFAULT_MIN_SIDE,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode `src` (path, bytes or binary file) into an upright 8-bit RGB PIL image.
+
+    Raises BadImageError(reason) for inputs the pipeline must quarantine.
+    """
+    data = _read_bytes(src)
+    if len(data) == 0:
+        raise BadImageError("empty", "0 bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as exc:
+            raise BadImageError("too_large", str(exc)) from None
+        except UnidentifiedImageError:
+            raise BadImageError("not_an_image",
+                                f"unrecognised format ({len(data)} bytes)") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            reason = "truncated" if _is_truncation(exc) else "corrupt"
+            raise BadImageError(reason, str(exc)) from None
+
+        w, h = img.size
+        if w * h > max_pixels:
+            raise BadImageError("too_large", f"{w}x{h} = {w * h} pixels > limit {max_pixels}")
+        if min(w, h) < min_side:
+            raise BadImageError("too_small", f"{w}x{h}, a side is < {min_side} px")
+        try:
+            img.load()
+        except Image.DecompressionBombError as exc:
+            raise BadImageError("too_large", str(exc)) from None
+        except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+            reason = "truncated" if _is_truncation(exc) else "corrupt"
+            raise BadImageError(reason, f"{img.format}: {exc}") from None
+
+        try:
+            img = ImageOps.exif_transpose(img)
+        except Exception:  # a broken EXIF block must not lose the picture
+            pass
+        out = to_rgb8(img)
+    if out is img:
+        out = img.copy()  # detach from the decoder / file object
+    return out

@@ -1,0 +1,66 @@
+"""Safe reading of checkpoint files: never unpickles arbitrary objects.
+
+`.pt/.pth/.tar` files go through `torch.load(weights_only=True)` (tensors, containers and
+a short allow-list of plain types such as argparse.Namespace, which official training
+checkpoints carry); `.safetensors` through safetensors. Anything else is refused with an
+error that names the file.
+"""
+from __future__ import annotations
+
+import argparse
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_SAFE_EXTRA_GLOBALS = [argparse.Namespace]
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint file exists but cannot be read safely (corrupt, truncated, malicious)."""
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unpickler error" in ln]
+    return lines[0] if lines else type(exc).__name__
+
+
+def load_torch_file(path: str | Path) -> Any:
+    """torch.load with map_location='cpu' and weights_only=True; clear errors, no code run."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        with torch.serialization.safe_globals(_SAFE_EXTRA_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointLoadError(
+            f"{path}: refused to load: the file contains Python objects other than tensors and "
+            f"plain containers (weights_only loading). It may be malicious or from an "
+            f"incompatible exporter. Details: {_unpickler_reason(exc)}") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CheckpointLoadError(
+            f"{path}: cannot read checkpoint (corrupt or truncated?): {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a .safetensors file into a dict of CPU tensors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointLoadError(f"{path}: cannot read safetensors file: {exc}") from None
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    """Dispatch on the extension: safetensors or weights-only torch."""
+    if str(path).endswith(".safetensors"):
+        return load_safetensors(path)
+    return load_torch_file(path)

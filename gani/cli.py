@@ -1,0 +1,121 @@
+"""The `gani` command line (DESIGN §8).
+
+    gani demo                                  the whole DAG on bundled demo data (demo profile)
+    gani invert INPUT --out OUTPUT [--profile P] [--set key=value ...]
+    gani checkpoints list | verify | import PATH...
+
+Exit status: 0 the run finished (quarantined or failed images are counted in its summary),
+2 bad usage or configuration, 3 a checkpoint is missing, corrupt or unsafe, 1 anything else.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_CHECKPOINT = 0, 1, 2, 3
+
+
+def _add_run_options(p: argparse.ArgumentParser, default_profile: str | None) -> None:
+    p.add_argument("--profile", default=default_profile,
+                   help="domain profile from params.yaml (ffhq, cars, church, horse, afhq_wild, demo)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one parameter, e.g. --set tune.steps=50 (repeatable)")
+    p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gani", description="GANI StyleGAN2 inversion pipeline")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on bundled demo data")
+    _add_run_options(demo, "demo")
+    demo.add_argument("--out", default="outputs/demo", help="output root (default outputs/demo)")
+
+    inv = sub.add_parser("invert", help="invert every image under INPUT (folder or s3:// prefix)")
+    inv.add_argument("input", help="local folder or s3://bucket/prefix of images")
+    inv.add_argument("--out", required=True, help="output root: local folder or s3:// URI")
+    inv.add_argument("--dataset", default=None, help="dataset name for MLflow (default: INPUT's name)")
+    _add_run_options(inv, None)
+
+    ck = sub.add_parser("checkpoints", help="list, verify or import pretrained checkpoints")
+    ck_sub = ck.add_subparsers(dest="action", required=True)
+    for action, text in (("list", "show known checkpoints and which are present"),
+                         ("verify", "hash every present checkpoint")):
+        a = ck_sub.add_parser(action, help=text)
+        a.add_argument("--data-dir", default="data")
+    imp = ck_sub.add_parser("import", help="copy checkpoint files into data/checkpoints and verify")
+    imp.add_argument("paths", nargs="+")
+    imp.add_argument("--name", default=None, help="registry name, when the file name differs")
+    imp.add_argument("--data-dir", default="data")
+    return parser
+
+
+def _print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=160).print(table)
+
+
+def _checkpoints(args: argparse.Namespace) -> int:
+    from gani import checkpoints as ck
+
+    if args.action == "import":
+        statuses = ck.import_files(args.paths, args.data_dir, args.name)
+        for s in statuses:
+            print(f"imported {s.spec.name} -> {s.path} [{s.state}: {s.detail}]")
+        print("Next: `dvc add data && git add data.dvc && dvc push` to version and share them.")
+        return EXIT_OK
+    statuses = ck.check_all(args.data_dir, hash_files=(args.action == "verify"))
+    rows = [(s.spec.name, s.spec.kind, ",".join(s.spec.domains), s.state,
+             str(s.path) if s.path else s.spec.file, s.detail) for s in statuses]
+    _print_table(rows, ("name", "kind", "domains", "state", "file", "detail"))
+    if args.action == "verify" and any(s.state == "corrupt" for s in statuses):
+        return EXIT_CHECKPOINT
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gani.config import load_settings
+
+    settings = load_settings(args.params, args.profile, args.overrides)
+    if args.command == "demo":
+        from flows.invert import run_demo
+
+        summary = run_demo(settings, output_uri=args.out)
+    else:
+        from flows.invert import run_invert
+
+        summary = run_invert(args.input, args.out, settings, dataset_name=args.dataset)
+    print(json.dumps({"counts": summary.get("counts"), "output": summary.get("output")}, indent=2))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from gani.checkpoints import (CheckpointCorruptError, CheckpointLoadError,
+                                  CheckpointMissingError)
+    from gani.config import ConfigError
+
+    try:
+        if args.command == "checkpoints":
+            return _checkpoints(args)
+        return _run(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (CheckpointMissingError, CheckpointCorruptError, CheckpointLoadError) as exc:
+        print(f"checkpoint error: {exc}", file=sys.stderr)
+        return EXIT_CHECKPOINT
+    except (FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

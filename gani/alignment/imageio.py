@@ -75,6 +75,19 @@ def _read_bytes(src: ImageSource) -> bytes:
     raise TypeError(f"load_image: unsupported source type {type(src).__name__}")
 
 
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"),
+          (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def _sniff_format(data: bytes):
+    for magic, name in _MAGIC:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
 def _is_truncation(exc: Exception) -> bool:
     msg = str(exc).lower()
     return "truncated" in msg or "end of file" in msg or "premature" in msg or (
@@ -141,6 +154,10 @@ def load_image(src: ImageSource, *, min_side: int = DEFAULT_MIN_SIDE,
         except Image.DecompressionBombError as exc:
             raise BadImageError("too_large", str(exc)) from None
         except UnidentifiedImageError:
+            fmt = _sniff_format(data)
+            if fmt is not None:  # the right magic number, but Pillow cannot parse the header
+                raise BadImageError("corrupt", f"{fmt} signature but unreadable header "
+                                               f"({len(data)} bytes)") from None
             raise BadImageError("not_an_image",
                                 f"unrecognised format ({len(data)} bytes)") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:

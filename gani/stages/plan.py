@@ -1,0 +1,169 @@
+"""Plan a run: list the dataset, give each image a safe id and its cache keys, skip finished work.
+
+An image's keys chain through the stages, so a changed parameter invalidates exactly its
+stage and those after it:
+
+    align    = H(image digest, domain, align)
+    encode   = H(align, generator + encoder specs and files, encode)
+    tune     = H(encode, tune (without batch_size), models and files)
+    edit     = H(tune, edit)
+    evaluate = H(tune, metrics, models and files)
+    key      = content key: image digest + settings hash + checkpoint hashes (io.content_key)
+
+The image digest is the sha256 of its bytes (locally), or the object store's ETag plus size
+for remote objects (so planning 10,000 images does not download them all).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+from pydantic import BaseModel
+
+from gani import io
+from gani.config import Settings, settings_hash
+
+from .layout import Layout
+
+RESULT_SECTIONS = ("domain", "models", "align", "encode", "tune", "edit", "metrics")
+NO_CHECKPOINT = (None, "", "demo", "none")
+
+
+class ImageItem(BaseModel):
+    """The small manifest of one image that tasks pass around (never tensors)."""
+
+    image_id: str
+    source: str
+    rel: str
+    digest: str
+    keys: dict[str, str]
+    key: str
+    state: str = "pending"          # pending | done | quarantined | failed
+    reason: Optional[str] = None
+    skipped: bool = False           # finished by an earlier run with the same key
+
+
+def _h(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+_FP_CACHE: dict[tuple, str] = {}
+_FP_LOCK = threading.Lock()
+
+
+def _file_fingerprint(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _FP_LOCK:
+        if key in _FP_CACHE:
+            return _FP_CACHE[key]
+    from gani.checkpoints import sha256_file
+
+    digest = sha256_file(path)
+    with _FP_LOCK:
+        _FP_CACHE[key] = digest
+    return digest
+
+
+def checkpoint_fingerprints(settings: Settings, data_dir: str | os.PathLike = "data"
+                            ) -> dict[str, str]:
+    """{role: sha256 of the checkpoint file | 'demo:<seed>' | 'missing:<name>'}.
+
+    Files are hashed once per (path, size, mtime) in this process.
+    """
+    m = settings.models
+    names = {"generator": m.generator.checkpoint, "encoder": m.encoder.checkpoint,
+             "id_net": m.id_net, "parser": m.parser, "lpips": m.lpips_backbone}
+    out: dict[str, str] = {}
+    for role, name in names.items():
+        if name in NO_CHECKPOINT:
+            out[role] = f"{name or 'none'}"
+            continue
+        from gani.checkpoints import locate
+
+        try:
+            path = locate(name, data_dir)
+        except KeyError:
+            path = None
+        out[role] = _file_fingerprint(path) if path is not None else f"missing:{name}"
+    return out
+
+
+# --------------------------------------------------------------------------- keys
+
+def stage_keys(digest: str, settings: Settings, fingerprints: Mapping[str, str]) -> dict[str, str]:
+    s = settings.model_dump(mode="json")
+    fp = dict(fingerprints)
+    tune = dict(s["tune"])
+    tune.pop("batch_size", None)  # batched == sequential: batching never changes results
+    k_align = _h("align", digest, s["domain"], s["align"])
+    k_encode = _h("encode", k_align, s["models"]["generator"], s["models"]["encoder"],
+                  s["encode"], fp.get("generator"), fp.get("encoder"))
+    k_tune = _h("tune", k_encode, tune, s["models"], fp)
+    k_edit = _h("edit", k_tune, s["edit"])
+    k_eval = _h("evaluate", k_tune, s["metrics"], s["models"], fp)
+    return {"align": k_align, "encode": k_encode, "tune": k_tune, "edit": k_edit,
+            "evaluate": k_eval}
+
+
+def result_hash(settings: Settings) -> str:
+    """The settings hash that matters for results (not tracking / orchestration)."""
+    return settings_hash(settings, RESULT_SECTIONS)
+
+
+def image_digest(uri: str, storage_options: Optional[Mapping[str, Any]] = None) -> str:
+    if io.is_remote(uri):
+        fs, path = io.filesystem(uri, storage_options)
+        try:
+            info = fs.info(path)
+            etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+            if etag:
+                return f"etag:{etag}:{info.get('size')}"
+        except (OSError, KeyError):
+            pass
+    return io.bytes_hash(io.read_bytes(uri, storage_options))
+
+
+# --------------------------------------------------------------------------- plan
+
+def plan_items(input_uri: str, settings: Settings, layout: Layout,
+               fingerprints: Mapping[str, str], only: Optional[Iterable[str]] = None
+               ) -> list[ImageItem]:
+    """Every image under `input_uri` as an ImageItem, sorted; `only` restricts to those
+    source URIs (a shard). Items whose status.json says done/quarantined with the same key
+    come back with `skipped=True` and that state."""
+    listing = io.list_images(input_uri, layout.storage_options)
+    ids = io.image_ids(rel for _, rel in listing)
+    wanted = set(only) if only is not None else None
+    rh = result_hash(settings)
+    items = []
+    for (uri, rel), image_id in zip(listing, ids):
+        if wanted is not None and uri not in wanted:
+            continue
+        try:
+            digest = image_digest(uri, layout.storage_options)
+        except OSError as exc:
+            digest = f"unreadable:{type(exc).__name__}"
+        keys = stage_keys(digest, settings, fingerprints)
+        key = io.content_key(digest, rh, fingerprints)
+        item = ImageItem(image_id=image_id, source=uri, rel=rel, digest=digest, keys=keys,
+                         key=key)
+        status = layout.read_status(image_id)
+        if (status and status.get("key") == key
+                and status.get("state") in ("done", "quarantined")):
+            item.state, item.reason, item.skipped = status["state"], status.get("reason"), True
+        items.append(item)
+    return items
+
+
+def shards(items: list[ImageItem], shard_size: int) -> list[list[ImageItem]]:
+    """Consecutive chunks of at most shard_size items."""
+    n = max(1, int(shard_size))
+    return [items[i:i + n] for i in range(0, len(items), n)]

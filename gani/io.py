@@ -127,6 +127,7 @@ def write_bytes(uri: str, data: bytes, storage_options: StorageOptions = None) -
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
             os.replace(tmp, path)
         except BaseException:
             try:

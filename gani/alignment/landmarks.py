@@ -24,6 +24,10 @@ Detectors
       - ``"quarantine"``: raise `MultipleFacesError`.
     No face: `NoFaceError`.
 
+    Input: the upright RGB image from `load_image`. e4e reads files with
+    `dlib.load_rgb_image`, which ignores the EXIF orientation tag, so for a phone photo
+    stored sideways it detects on the sideways picture; we detect on the upright one.
+
 ``sidecar``
     Landmarks supplied by the user in a JSON file next to the image,
     ``<stem>.landmarks.json`` (``photo.jpg`` → ``photo.landmarks.json``;

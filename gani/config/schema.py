@@ -87,23 +87,34 @@ class GMMSection(Section):
     """Gradient Modification Modules (DESIGN §2.3); reasoning in docs/method.md."""
 
     blocks: int = Field(2, ge=1, le=16)
-    pre_norm: Literal["none", "sn", "in"] = "none"
+    pre_norm: Literal["none", "sn", "in"] = "in"
     post_norm: Literal["none", "sn", "in"] = "sn"
     init_scale: float = Field(0.1, ge=0)
     zero_init_last: bool = True
     identity_path: bool = False
     bias: Literal["zero", "uniform"] = "zero"
-    gradient_source: Literal["original", "current"] = "original"
+    gradient_source: Literal["original", "current"] = Field(
+        "original", description="original: g at θ once (paper); current: g at the tuned "
+        "weights every step, corrections accumulated (learned-optimizer reading)")
+    row_scale: Literal["none", "grad_norm"] = Field(
+        "none", description="grad_norm: scale each correction row by its gradient row's "
+        "norm / the layer mean (our variant; keeps untouched rows still)")
 
 
 class OptimizerSection(Section):
     name: Literal["adam", "ranger"] = "adam"
-    lr: float = Field(1e-5, gt=0)
+    lr: float = Field(4e-6, gt=0, description="with lr_scaling fan_in: a C = 512 module's rate")
     betas: tuple[float, float] = (0.95, 0.999)
     lookahead_k: int = Field(6, ge=1)
     lookahead_alpha: float = Field(0.5, gt=0, le=1)
     gc: bool = True
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="linear lr warm-up steps (Ranger)")
+    degenerate_to_sgd: bool = Field(
+        True, description="Ranger: take RAdam's un-normalised SGD steps while ρ_t ≤ 5 "
+        "(reference behaviour); false = no update in those first steps")
+    eps: Optional[float] = Field(None, gt=0, description="null = Adam 1e-8 / Ranger 1e-5")
+    lr_scaling: Literal["none", "fan_in"] = Field(
+        "fan_in", description="fan_in: module M_C gets lr·512/C (equal output step per C)")
 
 
 class PTISection(Section):
@@ -112,17 +123,36 @@ class PTISection(Section):
     locality: bool = True
 
 
+class ProjectionSection(Section):
+    """The StyleGAN2 projector (rosinality projector.py) as a tuner: W or W+ from w_init."""
+
+    steps: int = Field(300, ge=1)
+    lr: float = Field(0.1, gt=0)
+    lr_rampup: float = Field(0.05, ge=0, le=1)
+    lr_rampdown: float = Field(0.25, ge=0, le=1)
+    latent_noise: float = Field(0.05, ge=0, description="× latent std, ramped down")
+    noise_ramp: float = Field(0.75, gt=0, le=1)
+    noise_regularize: float = Field(1e5, ge=0)
+    optimize_noise: bool = True
+    noise_init: Literal["const", "random"] = Field(
+        "const", description="const: start from G's stored noise (the e4e image); random: "
+        "fresh N(0,1) as the reference projector")
+    n_mean_latent: int = Field(10000, ge=16)
+
+
 class TuneSection(Section):
     method: Literal["gani", "pti", "wplus_projection", "w_projection", "e4e"] = "gani"
     steps: int = Field(300, ge=0)
     batch_size: int = Field(1, ge=1)
     seed: int = 0
     log_every: int = Field(10, ge=1)
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: CUDA autocast")
     loss: LossWeights = LossWeights()
     reg: RegularizerSection = RegularizerSection()
     gmm: GMMSection = GMMSection()
     optimizer: OptimizerSection = OptimizerSection()
     pti: PTISection = PTISection()
+    projection: ProjectionSection = ProjectionSection()
 
 
 class InterFaceGANEdit(Section):

@@ -16,6 +16,7 @@ batch dimension B, so B differently-tuned generators render in one batched pass.
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -227,8 +228,8 @@ def generator_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
     from the shapes of a rosinality ``g_ema`` state dict."""
     try:
         style_dim = int(sd["style.1.weight"].shape[1])
-        n_mlp = sum(1 for k in sd if k.startswith("style.") and k.endswith(".weight"))
-        n_rgbs = sum(1 for k in sd if k.startswith("to_rgbs.") and k.endswith(".bias"))
+        n_mlp = sum(1 for k in sd if re.fullmatch(r"style\.\d+\.weight", k))
+        n_rgbs = sum(1 for k in sd if re.fullmatch(r"to_rgbs\.\d+\.bias", k))
         log_size = n_rgbs + 2
         size = 2 ** log_size
         chans = {4: int(sd["input.input"].shape[1])}

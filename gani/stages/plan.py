@@ -40,7 +40,7 @@ class ImageItem(BaseModel):
     source: str
     rel: str
     digest: str
-    keys: dict[str, str]
+    stage_keys: dict[str, str]   # per stage (see module doc); not `keys`: dict(model) would call it
     key: str
     state: str = "pending"          # pending | done | quarantined | failed
     reason: Optional[str] = None
@@ -153,7 +153,7 @@ def plan_items(input_uri: str, settings: Settings, layout: Layout,
             digest = f"unreadable:{type(exc).__name__}"
         keys = stage_keys(digest, settings, fingerprints)
         key = io.content_key(digest, rh, fingerprints)
-        item = ImageItem(image_id=image_id, source=uri, rel=rel, digest=digest, keys=keys,
+        item = ImageItem(image_id=image_id, source=uri, rel=rel, digest=digest, stage_keys=keys,
                          key=key)
         status = layout.read_status(image_id)
         if (status and status.get("key") == key

@@ -160,15 +160,15 @@ class Trainer:
         self.d_optim.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_optim.step()
-        out = {"d_loss": float(d_loss), "real_score": float(real_pred.mean()),
-               "fake_score": float(fake_pred.mean())}
+        out = {"d_loss": d_loss.item(), "real_score": real_pred.detach().mean().item(),
+               "fake_score": fake_pred.detach().mean().item()}
         if regularize and self.cfg.r1_gamma > 0:
             r1, pred = r1_penalty(self.D, real)
             reg = self.cfg.r1_gamma / 2 * r1 * self.cfg.d_reg_every + 0 * pred[0, 0]
             self.d_optim.zero_grad(set_to_none=True)
             reg.backward()
             self.d_optim.step()
-            out["r1"] = float(r1)
+            out["r1"] = r1.item()
         return out
 
     def g_step(self) -> dict:
@@ -180,7 +180,7 @@ class Trainer:
         g_loss.backward()
         self.g_optim.step()
         self.D.requires_grad_(True)
-        return {"g_loss": float(g_loss)}
+        return {"g_loss": g_loss.item()}
 
     @torch.no_grad()
     def update_ema(self) -> float:

@@ -1,0 +1,124 @@
+"""Build the networks a run needs from `Settings.models`: real checkpoints or demo nets.
+
+`checkpoint: demo` builds seeded, randomly initialised networks of the official
+architectures (DESIGN §5), so the whole pipeline runs with nothing downloaded; everything
+else is a registry name whose file must be under `data/checkpoints/` (a clear error names
+the file, the profile and where to get it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ..config.schema import ModelsSection
+from .registry import get_spec
+from .store import require
+
+DEMO = "demo"
+NONE_NAMES = {None, "", "none", "null"}
+
+
+@dataclass
+class SimilarityNets:
+    """Optional networks of the similarity loss and metrics (None = that term is skipped)."""
+
+    lpips: Optional[Any] = None
+    identity: Optional[Any] = None
+    identity_kind: Optional[str] = None  # arcface | curricularface | moco
+    parser: Optional[Any] = None
+
+
+
+def build_generator(models: ModelsSection, data_dir: str | Path = "data",
+                    profile: str | None = None):
+    """(Generator in eval mode, latent_avg [style_dim])."""
+    from ..models.stylegan2 import Generator, load_stylegan2_checkpoint
+
+    spec = models.generator
+    if spec.checkpoint == DEMO:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            G = Generator(spec.size, style_dim=spec.style_dim, n_mlp=spec.n_mlp,
+                          channel_multiplier=spec.channel_multiplier,
+                          channel_max=spec.channel_max).eval()
+        with torch.no_grad():
+            latent_avg = G.mean_latent(4096, generator=torch.Generator().manual_seed(spec.seed))
+        return G, latent_avg[0]
+    path = require(spec.checkpoint, data_dir, profile)
+    if get_spec(spec.checkpoint).kind == "encoder":  # the decoder inside an e4e file
+        from ..models.e4e import load_e4e_checkpoint
+
+        _, G, latent_avg = load_e4e_checkpoint(path)
+        return G.eval(), latent_avg.reshape(-1, G.style_dim)[0]
+    G, latent_avg = load_stylegan2_checkpoint(path)
+    if G.size != spec.size:
+        raise ValueError(f"{path}: generator is {G.size} px but models.generator.size is "
+                         f"{spec.size}; fix params.yaml or the checkpoint")
+    return G, latent_avg
+
+
+def build_encoder(models: ModelsSection, G, data_dir: str | Path = "data",
+                  profile: str | None = None):
+    """(E4EEncoder in eval mode, latent_avg [n_styles, style_dim]) or (None, None)."""
+    from ..models.e4e import E4EEncoder, load_e4e_checkpoint
+
+    spec = models.encoder
+    if spec.checkpoint in NONE_NAMES:
+        return None, None
+    if spec.checkpoint == DEMO:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            enc = E4EEncoder(n_styles=G.n_latent, style_dim=G.style_dim,
+                             width_div=spec.width_div).eval()
+            # An untrained encoder's deltas are noise of unit scale; shrink its last layers
+            # so the demo starts near the generator's average face, as a trained e4e does.
+            with torch.no_grad():
+                for block in enc.styles:
+                    block.linear.weight.mul_(0.05)
+                    block.linear.bias.zero_()
+        with torch.no_grad():
+            avg = G.mean_latent(4096, generator=torch.Generator().manual_seed(spec.seed))
+        return enc, avg.repeat(G.n_latent, 1)
+    path = require(spec.checkpoint, data_dir, profile)
+    enc, _, latent_avg = load_e4e_checkpoint(path)
+    return enc.eval(), latent_avg
+
+
+def build_similarity_nets(models: ModelsSection, data_dir: str | Path = "data",
+                          profile: str | None = None) -> SimilarityNets:
+    """LPIPS, identity and parser networks named in params (missing files are errors)."""
+    nets = SimilarityNets()
+    if models.lpips_backbone not in NONE_NAMES:
+        from ..models.lpips_net import build_lpips
+
+        nets.lpips = build_lpips(require(models.lpips_backbone, data_dir, profile))
+    if models.id_net not in NONE_NAMES:
+        kind = get_spec(models.id_net).name
+        path = require(models.id_net, data_dir, profile)
+        from ..checkpoints.io import load_torch_file
+
+        if kind == "moco":
+            from ..models.moco import MocoFeatures
+
+            nets.identity = MocoFeatures.from_checkpoint(load_torch_file(path)).eval()
+        else:
+            from ..models.irse import IR101, IRSE50
+
+            net = IR101() if kind == "curricularface" else IRSE50()
+            net.load_state_dict(load_torch_file(path), strict=True)
+            nets.identity = net.eval()
+        nets.identity_kind = kind
+    if models.parser not in NONE_NAMES:
+        from ..checkpoints.io import load_torch_file
+        from ..models.parsing import ParsingUNet
+
+        net = ParsingUNet()
+        net.load_state_dict(load_torch_file(require(models.parser, data_dir, profile)))
+        nets.parser = net.eval()
+    for net in (nets.lpips, nets.identity, nets.parser):
+        if net is not None:
+            net.requires_grad_(False)
+    return nets

@@ -1,0 +1,80 @@
+"""Stage 5, evaluate: metrics of the tuned reconstruction (DESIGN §8 keys exactly) and of
+the encoder alone, the side-by-side comparison, and the image's final `status.json`.
+
+`seconds` and `peak_mem_bytes` are the image's tuning cost (from `tune.json`); locality
+compares the tuned generator with the original on `metrics.locality_n` seeded latents.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Optional
+
+import torch
+
+from gani.config import Settings
+from gani.metrics import compute_metrics
+from gani.metrics.preprocess import tensor2im
+
+from .common import fresh, load_png, load_tensor, mark, png_bytes, propagate, side_by_side, upstream
+from .layout import Layout
+from .plan import ImageItem
+from .runtime import Runtime
+from .tune import load_result, render_result, weight_deltas
+
+STAGE = "evaluate"
+
+
+def finalize(item: ImageItem, layout: Layout, state: Optional[str] = None,
+             reason: Optional[str] = None, detail: Optional[str] = None) -> ImageItem:
+    """Write the image's status.json (the last thing written for an image)."""
+    state = state or item.state
+    if state == "pending":
+        state = "done"
+    reason = reason if reason is not None else item.reason
+    layout.write_status(item.image_id, state, reason if state != "done" else None, item.key,
+                        source=item.rel, detail=detail)
+    return item.model_copy(update={"state": state, "reason": reason if state != "done"
+                                   else None})
+
+
+def evaluate_image(item: ImageItem, layout: Layout, settings: Settings, rt: Runtime
+                   ) -> ImageItem:
+    if fresh(layout, item, STAGE) and layout.exists(item.image_id, "metrics"):
+        return finalize(item, layout)
+    up = upstream(layout, item, STAGE)
+    if up["state"] != "done":
+        item = propagate(layout, item, STAGE, up)
+        return finalize(item, layout, up["state"], up.get("reason"), up.get("detail"))
+    G, nets = rt.G, rt.nets
+    aligned = load_png(layout.read(item.image_id, "aligned"))
+    e4e_latent = load_tensor(layout.read(item.image_id, "e4e_latent")).to(rt.device)
+    result = load_result(layout, item, rt)
+    deltas = weight_deltas(result, rt)
+    info = json.loads(layout.read(item.image_id, "tune_info"))
+    recon = render_result(result, rt)
+    with torch.no_grad():
+        e4e = G.synthesis(e4e_latent, noise_mode="const")
+    kind = getattr(nets, "identity_kind", None)
+    id_kind = "moco" if kind == "moco" else "face"
+    common = dict(lpips_net=getattr(nets, "lpips", None), id_net=getattr(nets, "identity", None),
+                  id_kind=id_kind, domain=settings.domain, size=settings.metrics.size)
+    metrics = compute_metrics(aligned, recon, G=G, weight_deltas=deltas,
+                              locality_n=settings.metrics.locality_n,
+                              locality_seed=settings.metrics.locality_seed,
+                              seconds=info.get("seconds"),
+                              peak_mem_bytes=info.get("peak_mem_bytes"), **common)
+    e4e_metrics = compute_metrics(aligned, e4e, **common)
+    compare = side_by_side([aligned, tensor2im(e4e[0]), tensor2im(recon[0])],
+                           ["input (aligned)", "e4e", settings.tune.method])
+    layout.write(item.image_id, "compare", png_bytes(compare))
+    layout.write(item.image_id, "metrics", _json(metrics))
+    layout.write(item.image_id, "e4e_metrics", _json(e4e_metrics))
+    item = mark(layout, item, STAGE, "done")
+    return finalize(item, layout, "done")
+
+
+def _json(obj: dict) -> bytes:
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+             for k, v in obj.items()}
+    return (json.dumps(clean, indent=2, sort_keys=True) + "\n").encode()

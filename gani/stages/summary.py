@@ -1,0 +1,78 @@
+"""The run's `summary.json` (DESIGN §8): counts, quarantined and failed ids with reasons,
+and the mean of each metric over done images.
+
+    {
+      "counts": {"done": 3, "quarantined": 2, "failed": 0},
+      "quarantined": {"chelsea": "no_face", "broken": "truncated"},
+      "failed": {},
+      "means": {"l2": ..., "ms_ssim": ..., "lpips": null, "id": null, "locality_l2": ...,
+                "locality_lpips": null, "seconds": ..., "peak_mem_bytes": ...},
+      "e4e_means": {... the same keys for the encoder's reconstruction ...},
+      "images": 5, "processed": 5, "skipped": 0, "pending": 0,
+      "output": "<output root>", "dataset": "...", "profile": "...", "settings_hash": "..."
+    }
+
+A mean is null when no done image has that metric (a network's weights are absent).
+The summary is built from each image's `status.json` and `metrics.json` on disk, so it
+also counts images finished by earlier runs.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Optional
+
+from gani import io
+from gani.metrics.core import METRIC_KEYS, summarize
+
+from .layout import Layout
+from .plan import ImageItem
+
+
+def image_rows(items: Iterable[ImageItem], layout: Layout) -> list[dict[str, Any]]:
+    """One row per image: id, state, reason and its metrics (from disk)."""
+    rows = []
+    for item in items:
+        status = layout.read_status(item.image_id) or {}
+        if status.get("key") == item.key:
+            state, reason = status.get("state", "pending"), status.get("reason")
+        elif item.state in ("quarantined", "failed"):
+            state, reason = item.state, item.reason
+        else:
+            state, reason = "pending", None
+        row: dict[str, Any] = {"image_id": item.image_id, "source": item.rel, "state": state,
+                               "reason": reason}
+        if state == "done":
+            metrics = io.read_json(layout.uri(item.image_id, "metrics"),
+                                   layout.storage_options, {}) or {}
+            e4e = io.read_json(layout.uri(item.image_id, "e4e_metrics"),
+                               layout.storage_options, {}) or {}
+            row.update({k: metrics.get(k) for k in METRIC_KEYS})
+            row.update({f"e4e_{k}": e4e.get(k) for k in METRIC_KEYS})
+        rows.append(row)
+    return rows
+
+
+def build_summary(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    done = [r for r in rows if r["state"] == "done"]
+    counts = {"done": len(done),
+              "quarantined": sum(r["state"] == "quarantined" for r in rows),
+              "failed": sum(r["state"] == "failed" for r in rows)}
+    pending = len(rows) - sum(counts.values())
+    summary = {
+        "counts": counts,
+        "quarantined": {r["image_id"]: r["reason"] for r in rows if r["state"] == "quarantined"},
+        "failed": {r["image_id"]: r["reason"] for r in rows if r["state"] == "failed"},
+        "means": summarize(done),
+        "e4e_means": summarize([{k: r.get(f"e4e_{k}") for k in METRIC_KEYS} for r in done]),
+        "images": len(rows),
+        "pending": pending,
+    }
+    summary.update(extra)
+    return summary
+
+
+def write_summary(layout: Layout, summary: dict[str, Any], uri: Optional[str] = None) -> str:
+    uri = uri or layout.summary_uri
+    io.write_bytes(uri, (json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+                   .encode(), layout.storage_options)
+    return uri

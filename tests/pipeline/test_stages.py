@@ -1,0 +1,125 @@
+"""The per-image stages through the sequential driver: output contract, quarantine,
+incremental re-runs, parameter changes and resuming a killed run."""
+import json
+from pathlib import Path
+
+import pytest
+
+from gani.metrics.core import METRIC_KEYS
+from gani.stages import Layout, plan, run_pipeline, run_stage
+from gani.stages.demo_data import demo_images
+from gani.stages.summary import build_summary
+
+
+
+def write_dataset(root, names):
+    files = demo_images()
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (root / name).write_bytes(files[name])
+
+
+def mtimes(out):
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("*")
+            if p.is_file() and p.name != "summary.json"}
+
+
+PER_IMAGE = {"aligned.png", "e4e.png", "e4e_latent.pt", "latent.pt", "tuned.safetensors",
+             "recon.png", "tune.json", "edits.png", "compare.png", "metrics.json",
+             "e4e_metrics.json", "status.json"}
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, shrink):
+    from gani.config import load_settings
+
+    tmp = tmp_path_factory.mktemp("stages")
+    data, out = tmp / "in", tmp / "out"
+    write_dataset(data, ["astronaut.png", "broken.jpg", "chelsea.png"])
+    settings = shrink(load_settings(ROOT / "params.yaml", "demo"))
+    summary = run_pipeline(str(data), Layout(str(out)), settings)
+    return data, out, settings, summary
+
+
+def test_outputs_follow_the_contract(first_run):
+    data, out, settings, summary = first_run
+    assert summary["counts"] == {"done": 1, "quarantined": 2, "failed": 0}
+    assert summary["quarantined"] == {"broken": "truncated", "chelsea": "no_face"}
+    assert summary["failed"] == {}
+    assert set(summary["means"]) == set(METRIC_KEYS)
+    assert summary["means"]["lpips"] is None and summary["means"]["id"] is None  # no nets
+    assert summary["means"]["l2"] > 0 and summary["means"]["seconds"] > 0
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["counts"] == summary["counts"]
+
+    files = {p.name for p in (out / "astronaut").iterdir() if not p.name.startswith(".")}
+    assert files == PER_IMAGE
+    metrics = json.loads((out / "astronaut" / "metrics.json").read_text())
+    assert set(metrics) == set(METRIC_KEYS)
+    status = json.loads((out / "astronaut" / "status.json").read_text())
+    assert status["state"] == "done" and status["reason"] is None and status["key"]
+    for bad, reason in [("broken", "truncated"), ("chelsea", "no_face")]:
+        st = json.loads((out / bad / "status.json").read_text())
+        assert (st["state"], st["reason"]) == ("quarantined", reason)
+        assert not (out / bad / "aligned.png").exists()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_rerun_recomputes_nothing(first_run):
+    data, out, settings, _ = first_run
+    before = mtimes(out)
+    summary = run_pipeline(str(data), Layout(str(out)), settings)
+    assert summary["processed"] == 0 and summary["skipped"] == 3
+    assert summary["counts"] == {"done": 1, "quarantined": 2, "failed": 0}
+    assert mtimes(out) == before
+
+
+def test_tune_change_reruns_tune_and_what_follows_only(first_run, shrink):
+    data, out, settings, _ = first_run
+    before = mtimes(out)
+    changed = shrink(settings, **{"tune.steps": 3})
+    summary = run_pipeline(str(data), Layout(str(out)), changed)
+    assert summary["processed"] == 3 and summary["counts"]["done"] == 1
+    after = mtimes(out)
+    for kept in ["astronaut/aligned.png", "astronaut/e4e_latent.pt", "astronaut/e4e.png"]:
+        assert after[kept] == before[kept], kept
+    for redone in ["astronaut/recon.png", "astronaut/tuned.safetensors",
+                   "astronaut/metrics.json", "astronaut/edits.png"]:
+        assert after[redone] != before[redone], redone
+    info = json.loads((out / "astronaut" / "tune.json").read_text())
+    assert len(info["loss_curve"]) == 4        # steps 0..3
+
+
+def test_killed_run_resumes_and_new_images_are_the_only_work(tmp_path, tiny_settings):
+    data, out = tmp_path / "in", tmp_path / "out"
+    write_dataset(data, ["astronaut.png", "chelsea.png"])
+    layout = Layout(str(out))
+    # a run killed after encoding: align/encode markers and outputs exist, nothing else
+    items = plan(str(data), layout, tiny_settings)
+    items = run_stage("align", items, layout, tiny_settings)
+    run_stage("encode", [i for i in items if i.state == "pending"], layout, tiny_settings)
+    aligned_mtime = (out / "astronaut" / "aligned.png").stat().st_mtime_ns
+    (out / "astronaut" / "recon.png.tmp-leftover").write_bytes(b"half")  # debris of a kill
+    summary = run_pipeline(str(data), layout, tiny_settings)
+    assert summary["counts"] == {"done": 1, "quarantined": 1, "failed": 0}
+    assert (out / "astronaut" / "aligned.png").stat().st_mtime_ns == aligned_mtime
+    assert (out / "astronaut" / "recon.png").is_file()
+
+    write_dataset(data, ["astronaut_mirrored.jpg"])
+    summary = run_pipeline(str(data), layout, tiny_settings)
+    assert summary["processed"] == 1 and summary["skipped"] == 2
+    assert summary["counts"] == {"done": 2, "quarantined": 1, "failed": 0}
+
+
+def test_summary_counts_pending_and_means_only_over_done():
+    rows = [{"image_id": "a", "state": "done", "reason": None, "l2": 1.0},
+            {"image_id": "b", "state": "done", "reason": None, "l2": 3.0},
+            {"image_id": "c", "state": "failed", "reason": "tuning_nonfinite", "l2": 100.0},
+            {"image_id": "d", "state": "pending", "reason": None}]
+    s = build_summary(rows)
+    assert s["counts"] == {"done": 2, "quarantined": 0, "failed": 1}
+    assert s["pending"] == 1 and s["failed"] == {"c": "tuning_nonfinite"}
+    assert s["means"]["l2"] == 2.0 and s["means"]["lpips"] is None

@@ -92,9 +92,9 @@ def build_similarity_nets(models: ModelsSection, data_dir: str | Path = "data",
     """LPIPS, identity and parser networks named in params (missing files are errors)."""
     nets = SimilarityNets()
     if models.lpips_backbone not in NONE_NAMES:
-        from ..models.lpips_net import build_lpips
+        from ..models.lpips_net import load_lpips
 
-        nets.lpips = build_lpips(require(models.lpips_backbone, data_dir, profile))
+        nets.lpips = load_lpips(require(models.lpips_backbone, data_dir, profile))
     if models.id_net not in NONE_NAMES:
         kind = get_spec(models.id_net).name
         path = require(models.id_net, data_dir, profile)

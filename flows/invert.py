@@ -1,10 +1,12 @@
 """The dataset flows: plan -> shards -> per-image DAG -> summary, tracked in MLflow.
 
     gani-invert        (`invert_dataset`, the nightly entry point): resolves the settings,
+                       removes temporary files a killed run left under the output root,
                        lists the dataset, skips images finished with the same content key,
-                       opens the MLflow parent run, splits the rest into shards of
-                       `orchestration.shard_size`, runs them, writes summary.json and closes
-                       the parent run. Run as a deployment with more than one shard, it
+                       opens (or resumes) the MLflow parent run of the logical run, splits
+                       the rest into shards of `orchestration.shard_size`, runs them, logs
+                       the images that still lack a child run (reconcile), writes
+                       summary.json and closes the parent run. Run as a deployment with more than one shard, it
                        launches one `gani-invert-shard` deployment run per shard
                        (`run_deployment`) so GPU workers share the night; otherwise it runs
                        the shards in-process as subflows.
@@ -12,6 +14,17 @@
                        align -> encode -> tune (batches of tune.batch_size, one GPU slot each)
                        -> edit -> evaluate -> log, at most orchestration.max_concurrency
                        images in flight (ThreadPoolTaskRunner(max_workers) when run in-process).
+
+Crash safety: every file is written atomically (`gani.io.write_bytes`), a stage or image
+is only marked finished after its outputs, so a run killed at any point (SIGKILL, power
+loss) and run again redoes only unfinished work, leaves no partial file behind (stale
+temporary files are removed at the start) and ends with one child run per image under one
+FINISHED parent (`tasks.tracking`: logical runs, reconcile).
+
+MLflow outages never stop the night: log tasks are retried (orchestration.retries, backoff),
+a server that stays down trips `TrackingGuard` (no more waiting per image), the images that
+could not be logged are listed in summary.json `tracking_failed` (with `tracking`: ok |
+incomplete | unavailable | disabled) and the next run's reconcile logs them.
 
 Entry points for Python and the CLI: `run_invert(input_uri, output_uri, settings)` and
 `run_demo(settings)`.
@@ -33,12 +46,13 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from gani import io  # noqa: E402
 from gani.config import Settings, load_settings, resolve  # noqa: E402
 from gani.stages import ImageItem, Layout, finalize, get_runtime, shards  # noqa: E402
+from gani.stages.summary import write_summary  # noqa: E402
 from gani.stages.plan import result_hash  # noqa: E402
 from gani.stages.runtime import cpu_threads  # noqa: E402
 from tasks.pipeline import (align_task, edit_task, encode_task, evaluate_task,  # noqa: E402
-                            plan_task, summarize_task, tune_task, with_retries)
-from tasks.tracking import (finish_tracking_task, log_image_task,  # noqa: E402
-                            redact_uri, start_tracking_task)
+                            is_transient, plan_task, summarize_task, tune_task, with_retries)
+from tasks.tracking import (begin_tracking, close_tracking, guard_for,  # noqa: E402
+                            log_image_task, reconcile, redact_uri)
 
 SHARD_DEPLOYMENT = "gani-invert-shard/shard"
 
@@ -84,6 +98,8 @@ class _FanOut:
         self.front = 0        # images in align / encode
         self.finished: list[ImageItem] = []
         self.tracking_failed: list[str] = []
+        self.logged: list[str] = []
+        self.guard = guard_for(settings.tracking.uri)
         self.label = label
         t = {name: with_retries(fn, settings) for name, fn in (
             ("align", align_task), ("encode", encode_task), ("tune", tune_task),
@@ -113,9 +129,11 @@ class _FanOut:
         elif item.state in ("quarantined", "failed"):
             item = finalize(item, self.layout)
         if self.parent and self.s.tracking.enabled:
-            self._submit("log", [item])
-        else:
-            self._done(item)
+            if self.guard.usable():
+                self._submit("log", [item])
+                return
+            self.tracking_failed.append(item.image_id)  # server down: reconcile logs it later
+        self._done(item)
 
     def _done(self, item: ImageItem) -> None:
         status = self.layout.read_status(item.image_id) or {}
@@ -139,6 +157,8 @@ class _FanOut:
                 exc = RuntimeError(str(getattr(state, "message", "task failed")))
             if stage == "log":
                 self.tracking_failed.append(items[0].image_id)
+                if is_transient(exc):
+                    self.guard.failed()
                 print(f"warning: MLflow logging failed for {items[0].image_id}: {exc}")
                 self._done(items[0])
             elif stage == "tune" and len(items) > 1:
@@ -177,6 +197,8 @@ class _FanOut:
         elif stage == "evaluate":
             self._end(result)
         elif stage == "log":
+            self.guard.succeeded()
+            self.logged.append(items[0].image_id)
             self._done(items[0])
 
     # ---------------------------------------------------------------- loop
@@ -210,13 +232,14 @@ def invert_shard(input_uri: str, output_uri: str, settings: dict,
     s = resolve_settings(settings)
     items = plan_task(input_uri, output_uri, s, data_dir, images)
     todo = [i for i in items if not i.skipped]
+    fan = _FanOut(todo, output_uri, s, data_dir, parent_run_id, label)
     with cpu_threads(s):
-        finished = _FanOut(todo, output_uri, s, data_dir, parent_run_id, label).run() \
-            if todo else []
+        finished = fan.run() if todo else []
     counts: dict[str, int] = {}
     for item in finished:
         counts[item.state] = counts.get(item.state, 0) + 1
-    return {"processed": len(finished), "skipped": len(items) - len(todo), "counts": counts}
+    return {"processed": len(finished), "skipped": len(items) - len(todo), "counts": counts,
+            "logged": sorted(fan.logged), "tracking_failed": sorted(fan.tracking_failed)}
 
 
 def _in_deployment() -> bool:
@@ -273,6 +296,10 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
     t0 = time.perf_counter()
     s = resolve_settings(settings, profile, overrides, params_path)
     dataset = dataset_name or dataset_name_of(input_uri)
+    stale = io.remove_stale_temp(output_uri)
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) left by a killed run under "
+              f"{output_uri}")
     items = plan_task(input_uri, output_uri, s, data_dir)
     todo = [i for i in items if not i.skipped]
     print(f"dataset {dataset!r}: {len(items)} images, {len(items) - len(todo)} already "
@@ -281,10 +308,10 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
     if todo:
         rt = get_runtime(s, data_dir)  # fail fast on a missing/corrupt checkpoint
         _ = (rt.G, rt.encoder, rt.nets, rt.edits)
-    parent = None
+    track = None
     if s.tracking.enabled:
-        parent = start_tracking_task(s, dataset, input_uri, output_uri, _flow_run_id(),
-                                     len(items), len(todo))
+        track = begin_tracking(s, dataset, input_uri, output_uri, _flow_run_id(), items, todo)
+    parent = track.parent if track else None
     try:
         groups = shards(todo, s.orchestration.shard_size) if todo else []
         if len(groups) > 1 and shard_deployment and _in_deployment():
@@ -293,16 +320,26 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
         else:
             for k, group in enumerate(groups):
                 label = f"shard {k + 1}/{len(groups)} " if len(groups) > 1 else ""
-                invert_shard.with_options(task_runner=_runner(s),
-                                          flow_run_name=f"shard-{k + 1}-of-{len(groups)}")(
+                done = invert_shard.with_options(
+                    task_runner=_runner(s), flow_run_name=f"shard-{k + 1}-of-{len(groups)}")(
                     input_uri, output_uri, s.model_dump(mode="json"),
                     images=[i.source for i in group], parent_run_id=parent,
                     data_dir=data_dir, label=label)
+                if track is not None and isinstance(done, dict):
+                    track.logged.update(done.get("logged") or [])
+        tracking: dict[str, Any] = {"tracking": "disabled", "tracking_failed": []}
+        complete = False
+        if track is not None:
+            rec = reconcile(track, items, s)
+            complete = bool(parent) and not rec["tracking_failed"] and not rec["pending"]
+            tracking = {"tracking": "ok" if complete else
+                        "incomplete" if parent else "unavailable",
+                        "tracking_failed": rec["tracking_failed"]}
         summary = summarize_task(items, output_uri, s, {
             "dataset": dataset, "input": redact_uri(input_uri), "processed": len(todo),
             "skipped": len(items) - len(todo), "seconds": round(time.perf_counter() - t0, 1),
             "prefect_flow_run_id": _flow_run_id(), "mlflow_run_id": parent,
-            "settings_hash": result_hash(s)})
+            "settings_hash": result_hash(s), **tracking})
     except BaseException:
         if parent:
             from tasks.tracking import Tracker
@@ -312,8 +349,17 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
             except Exception:  # noqa: BLE001
                 pass
         raise
-    if parent:
-        finish_tracking_task(s, parent, summary, items, output_uri)
+    if track is not None:
+        state = close_tracking(track, s, summary, items, complete)
+        if state != summary["tracking"]:
+            summary["tracking"] = state
+            write_summary(Layout(output_uri), summary)
+        if summary["tracking_failed"] or state != "ok":
+            n = len(summary["tracking_failed"])
+            print(f"warning: MLflow tracking {state}: {n} image(s) not logged"
+                  + (f" ({', '.join(summary['tracking_failed'][:20])}"
+                     f"{' …' if n > 20 else ''})" if n else "")
+                  + "; their results are on disk and the next run logs them")
     _summary_artifact(summary, s)
     return summary
 
@@ -341,6 +387,10 @@ def _summary_artifact(summary: dict, settings: Settings) -> None:
     if summary.get("mlflow_run_id"):
         lines += ["", f"MLflow parent run `{summary['mlflow_run_id']}` "
                       f"at {redact_uri(settings.tracking.uri)}"]
+    if summary.get("tracking") not in (None, "ok", "disabled"):
+        lines += ["", f"**MLflow tracking {summary['tracking']}**: "
+                      f"{len(summary.get('tracking_failed') or [])} image(s) not logged yet "
+                      f"(the next run logs them)"]
     key = "gani-" + "".join(ch if ch.isalnum() else "-" for ch in
                             str(summary.get("dataset", "run")).lower())[:50].strip("-")
     try:
@@ -406,6 +456,11 @@ def report(summary: dict, settings: Settings, seconds: float) -> str:
     out = summary.get("output")
     lines.append(f"Outputs: {out}/<image_id>/ (aligned.png, e4e.png, recon.png, compare.png, "
                  f"edits.png, metrics.json, status.json) and {out}/summary.json")
+    if summary.get("tracking_failed") or summary.get("tracking") in ("incomplete",
+                                                                      "unavailable"):
+        lines.append(f"  warning: MLflow tracking {summary.get('tracking')}: "
+                     f"{len(summary.get('tracking_failed') or [])} image(s) not logged; "
+                     f"the next run logs them")
     if settings.tracking.enabled:
         lines.append(f"MLflow: experiment "
                      f"{settings.tracking.experiment.format(dataset=summary.get('dataset'), profile=settings.profile)!r}"

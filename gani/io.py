@@ -5,6 +5,11 @@
 - `read_bytes` / `write_bytes` / `read_json` / `write_json` / `exists` / `remove`.
   Writes are atomic: locally a temporary file in the same folder, fsync'd, then `os.replace`;
   on S3 a single PUT (an object is never visible half-written).
+- `remove_stale_temp(root)`: the temporary files a killed process left (SIGKILL or power
+  loss between the write and the rename; no other way leaves one). Each is named
+  `.<target name>.<host>.<pid>.<random>.tmp` (host: a short hash of the host name), so a
+  run removes those of dead processes of its own host at once and anything older than
+  `max_age` seconds (other hosts, older versions). The flow calls it at the start of a run.
 - `image_ids(rel_paths)`: safe, unique output folder names for untrusted file names / S3 keys
   (never `..`, never absolute, only `[A-Za-z0-9._-]`, bounded length; a name that had to be
   changed gets a short hash of the original so two different names never collide).
@@ -20,12 +25,16 @@ import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 import fsspec
+
+from gani import faults
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 MAX_ID_LENGTH = 96
@@ -121,13 +130,16 @@ def write_bytes(uri: str, data: bytes, storage_options: StorageOptions = None) -
     if not is_remote(uri):
         path = Path(_strip_file(str(uri)))
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.{_HOST}.{os.getpid()}.",
+                                   suffix=TEMP_SUFFIX, dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+            if faults.ACTIVE:
+                faults.hit("tmp_write")
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -138,6 +150,57 @@ def write_bytes(uri: str, data: bytes, storage_options: StorageOptions = None) -
         return
     fs, path = filesystem(uri, storage_options)
     fs.pipe_file(path, bytes(data))  # one PUT: S3 objects appear whole or not at all
+
+
+TEMP_SUFFIX = ".tmp"
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+_TEMP_NAME = re.compile(r"^\..+\.([0-9a-f]{6})\.(\d+)\.[^.]+\.tmp$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def remove_stale_temp(root: str, max_age: float = 3600.0) -> list[str]:
+    """Remove the temporary files of killed writers under a local `root`; returns them.
+
+    A hidden `*.tmp` file is stale when it names this host and a process that no longer
+    runs, or (other hosts, unparsable names) when it is older than `max_age` seconds. A
+    temporary file of a live writer is never touched. No-op for remote roots (an S3 PUT
+    leaves nothing behind) and for a root that does not exist yet.
+    """
+    if is_remote(root):
+        return []
+    base = _strip_file(str(root))
+    if not os.path.isdir(base):
+        return []
+    removed, now = [], time.time()
+    for folder, _dirs, files in os.walk(base):
+        for name in files:
+            if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+                continue
+            path = os.path.join(folder, name)
+            m = _TEMP_NAME.match(name)
+            if m and m.group(1) == _HOST:
+                stale = int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2)))
+            else:
+                try:
+                    stale = now - os.stat(path).st_mtime > max_age
+                except FileNotFoundError:
+                    continue
+            if stale:
+                try:
+                    os.unlink(path)
+                    removed.append(path)
+                except FileNotFoundError:
+                    pass
+    return removed
 
 
 def write_text(uri: str, text: str, storage_options: StorageOptions = None) -> None:

@@ -2,12 +2,16 @@
 of `gani.stages`. No tensors cross a task boundary; every result lives under the output
 root, so any task can run on any machine and a re-run picks up what is there.
 
-Retries: every task retries transient faults (network, S3, MLflow server, timeouts) with
-exponential backoff; bad input is not an exception here (the stage quarantines it) and
-configuration or missing-checkpoint errors are not retried.
+Retries: every task retries transient faults (network, S3, MLflow server, timeouts; see
+`is_transient`) with exponential backoff (`with_retries`: orchestration.retries times,
+orchestration.retry_delay_seconds * 2**k, ±50 % jitter); bad input is not an exception here
+(the stage quarantines it), and configuration, missing-checkpoint, refused-access and
+programming errors are not retried. What is left failing becomes a failed image whose reason
+is `failure_reason(stage, exc)`.
 """
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 from contextlib import nullcontext
@@ -23,13 +27,60 @@ from gani.stages import (ImageItem, Layout, align_image, edit_image, encode_imag
 from gani.stages.common import StageError
 
 PERMANENT = (StageError, ValueError, TypeError, KeyError, NotImplementedError,
-             FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-TRANSIENT_MODULES = ("botocore", "aiobotocore", "urllib3", "requests", "aiohttp", "s3fs",
-                     "http.client", "socket", "ssl")
+             FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+             FileExistsError)
+TRANSIENT_MODULES = ("botocore", "aiobotocore", "boto3", "urllib3", "requests", "aiohttp",
+                     "s3fs", "http.client", "socket", "ssl")
+# an OSError with one of these errnos is a request the store refused (s3fs turns S3's 4xx
+# codes into them: InvalidArgument, KeyTooLongError, EntityTooLarge, MethodNotAllowed, ...)
+PERMANENT_ERRNOS = frozenset(getattr(errno, n) for n in (
+    "EINVAL", "ENAMETOOLONG", "EMSGSIZE", "ENOSYS", "EPERM", "EACCES", "EROFS", "EEXIST",
+    "EISDIR", "ENOTDIR") if hasattr(errno, n))
+# botocore errors that are configuration, not weather: retrying cannot help
+PERMANENT_BOTOCORE = ("NoCredentialsError", "PartialCredentialsError", "NoRegionError",
+                      "ParamValidationError", "UnknownServiceError", "ProfileNotFound",
+                      "InvalidConfigError", "UnknownEndpointError", "InvalidRegionError",
+                      "InvalidS3AddressingStyleError", "UnknownSignatureVersionError",
+                      "DataNotFoundError", "ValidationError")
+THROTTLING_CODES = ("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                    "TooManyRequestsException", "RequestThrottled", "RequestTimeout",
+                    "RequestTimeoutException", "InternalError", "ServiceUnavailable",
+                    "OperationAborted")
+
+
+def _client_error_transient(exc: BaseException) -> Optional[bool]:
+    """For a botocore ClientError (or an error s3fs translated from one, kept as
+    __cause__): 5xx, 408, 429 and throttling codes are transient, other 4xx permanent.
+    None when `exc` carries no HTTP response."""
+    err = exc
+    for _ in range(3):
+        response = getattr(err, "response", None)
+        if isinstance(response, dict) and ("Error" in response
+                                           or "ResponseMetadata" in response):
+            code = str((response.get("Error") or {}).get("Code", ""))
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            if code in THROTTLING_CODES:
+                return True
+            if isinstance(status, int):
+                return status >= 500 or status in (408, 429)
+            return None
+        err = err.__cause__
+        if err is None:
+            return None
+    return None
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Network / remote-store / tracking-server faults worth retrying."""
+    """Network / remote-store / tracking-server faults worth retrying.
+
+    Transient: connection and timeout errors (builtin, botocore, aiohttp, urllib3,
+    requests), S3 5xx / 408 / 429 / throttling answers, other OSErrors (I/O errors), MLflow
+    "temporarily unavailable" / connection failures. Permanent: bad input and programming
+    errors (ValueError, TypeError, KeyError, StageError), missing files and refused access
+    (FileNotFoundError, PermissionError: S3's NoSuchKey / AccessDenied after s3fs), other S3
+    4xx answers, botocore configuration errors (no credentials, bad parameters), and
+    everything else (out of memory included: the tune stage halves its batch itself).
+    """
     try:
         from mlflow.exceptions import MlflowException
     except ImportError:  # pragma: no cover
@@ -43,10 +94,36 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, PERMANENT):
         return False
+    http = _client_error_transient(exc)
+    if http is not None:
+        return http
     if isinstance(exc, OSError):
-        return True
+        return exc.errno not in PERMANENT_ERRNOS
     module = type(exc).__module__ or ""
-    return module.split(".")[0] in {m.split(".")[0] for m in TRANSIENT_MODULES}
+    top = module.split(".")[0]
+    if top == "botocore" and type(exc).__name__ in PERMANENT_BOTOCORE:
+        return False
+    return top in {m.split(".")[0] for m in TRANSIENT_MODULES}
+
+
+def is_storage_fault(exc: BaseException) -> bool:
+    """An error of the stores a stage reads and writes (local disk, S3): an OSError
+    (missing or refused object included) or a transient network / S3 fault."""
+    return isinstance(exc, OSError) or (not isinstance(exc, PERMANENT) and is_transient(exc))
+
+
+def failure_reason(stage: str, exc: BaseException) -> str:
+    """The `reason` of an image whose `stage` task failed for good with `exc`:
+    `out_of_memory` (device memory, even for one image), `storage_error` (the input or
+    output store kept failing or refused the request), else `<stage>_error`."""
+    from gani.tuning import TuningOOM
+    from gani.tuning.common import is_oom
+
+    if isinstance(exc, TuningOOM) or is_oom(exc):
+        return "out_of_memory"
+    if stage != "log" and is_storage_fault(exc):
+        return "storage_error"
+    return f"{stage}_error"
 
 
 def retry_transient(task, task_run, state) -> bool:

@@ -27,15 +27,36 @@ STAGE = "evaluate"
 
 def finalize(item: ImageItem, layout: Layout, state: Optional[str] = None,
              reason: Optional[str] = None, detail: Optional[str] = None) -> ImageItem:
-    """Write the image's status.json (the last thing written for an image)."""
+    """Write the image's status.json (the last thing written for an image).
+
+    A quarantined or failed image without an explicit `detail` gets the one its stage
+    marker recorded (the exception text, the tuner's error), so status.json says why."""
     state = state or item.state
     if state == "pending":
         state = "done"
     reason = reason if reason is not None else item.reason
+    if state != "done" and detail is None:
+        detail = _marker_detail(item, layout, state, reason)
     layout.write_status(item.image_id, state, reason if state != "done" else None, item.key,
                         source=item.rel, detail=detail)
     return item.model_copy(update={"state": state, "reason": reason if state != "done"
                                    else None})
+
+
+def _marker_detail(item: ImageItem, layout: Layout, state: str,
+                   reason: Optional[str]) -> Optional[str]:
+    """The detail of the latest stage marker that recorded this state and reason."""
+    from .layout import STAGES
+
+    for stage in reversed(STAGES):
+        try:
+            marker = layout.read_marker(item.image_id, stage)
+        except Exception:  # noqa: BLE001 - a detail is worth no failure of its own
+            continue
+        if (marker and marker.get("key") == item.stage_keys.get(stage)
+                and marker.get("state") == state and marker.get("reason") == reason):
+            return marker.get("detail")
+    return None
 
 
 def evaluate_image(item: ImageItem, layout: Layout, settings: Settings, rt: Runtime

@@ -5,6 +5,7 @@ and the mean of each metric over done images.
       "counts": {"done": 3, "quarantined": 2, "failed": 0},
       "quarantined": {"chelsea": "no_face", "broken": "truncated"},
       "failed": {},
+      "details": {"broken": "image file is truncated ..."},   (why, for quarantined/failed)
       "means": {"l2": ..., "ms_ssim": ..., "lpips": null, "id": null, "locality_l2": ...,
                 "locality_lpips": null, "seconds": ..., "peak_mem_bytes": ...},
       "e4e_means": {... the same keys for the encoder's reconstruction ...},
@@ -41,6 +42,8 @@ def image_rows(items: Iterable[ImageItem], layout: Layout) -> list[dict[str, Any
             state, reason = "pending", None
         row: dict[str, Any] = {"image_id": item.image_id, "source": item.rel, "state": state,
                                "reason": reason}
+        if state in ("quarantined", "failed") and status.get("detail"):
+            row["detail"] = status["detail"]
         if state == "done":
             metrics = io.read_json(layout.uri(item.image_id, "metrics"),
                                    layout.storage_options, {}) or {}
@@ -62,6 +65,8 @@ def build_summary(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         "counts": counts,
         "quarantined": {r["image_id"]: r["reason"] for r in rows if r["state"] == "quarantined"},
         "failed": {r["image_id"]: r["reason"] for r in rows if r["state"] == "failed"},
+        "details": {r["image_id"]: r["detail"] for r in rows
+                    if r["state"] in ("quarantined", "failed") and r.get("detail")},
         "means": summarize(done),
         "e4e_means": summarize([{k: r.get(f"e4e_{k}") for k in METRIC_KEYS} for r in done]),
         "images": len(rows),

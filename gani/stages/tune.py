@@ -5,8 +5,12 @@ Writes per image `latent.pt` (final W+ latent, [1, n_latent, D]), `tuned.safeten
 compact artifact of `gani.tuning.artifact`: GANI module parameters + target, or deltas, or
 the latent and noise), `recon.png` (the tuned generator at that latent) and `tune.json`
 (loss curve, seconds, peak memory, method). An image whose tuning stops on a numerical fault
-(NaN/inf) is marked failed with the reason; the others of its batch go on. Out of device
-memory, the batch is halved and retried down to one image (`tune_images(on_oom="halve")`).
+(NaN/inf) is marked failed with reason `tuning_nonfinite`; the others of its batch go on. Out
+of device memory, the batch is halved and retried down to one image, and an image that does
+not fit even alone is marked failed with reason `out_of_memory`
+(`tune_images(on_oom="isolate")`). A store error writing one image's results does not lose
+its batch mates' work: the others are written first, then the error is raised (the
+orchestrator retries the image).
 """
 from __future__ import annotations
 
@@ -161,24 +165,30 @@ def tune_batch(items: list[ImageItem], layout: Layout, settings: Settings, rt: R
 
         with rt.tune_lock, ResourceMeter(rt.device) as meter:
             results = tune_images(settings.tune.method, rt.G, targets, w_init, cfg, rt.loss,
-                                  progress=report, on_oom="halve")
+                                  progress=report, on_oom="isolate")
+        first_error: Optional[BaseException] = None
         for j, (item, res) in enumerate(zip(todo, results)):
-            out[item.image_id] = _write_result(item, res, targets[j], layout, settings, rt,
-                                               meter.peak_mem_bytes)
+            try:
+                out[item.image_id] = _write_result(item, res, targets[j], layout, settings,
+                                                   rt, meter.peak_mem_bytes)
+            except Exception as exc:  # noqa: BLE001 - write the others, then raise
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
     return [out[i.image_id] for i in items]
 
 
-def _reason(error: str) -> str:
-    text = error.lower()
-    if "non-finite" in text or "nan" in text or "inf" in text:
-        return "tuning_nonfinite"
-    return "tuning_error"
+def _reason(res) -> str:
+    """The failed image's reason: the tuner's own (out_of_memory), else a numerical stop."""
+    if getattr(res, "reason", None):
+        return res.reason
+    return "tuning_nonfinite" if "non-finite" in (res.error or "").lower() else "tuning_error"
 
 
 def _write_result(item: ImageItem, res, target: torch.Tensor, layout: Layout,
                   settings: Settings, rt: Runtime, peak_mem: Optional[int]) -> ImageItem:
     if res.error:
-        return mark(layout, item, STAGE, "failed", _reason(res.error), detail=res.error[:500])
+        return mark(layout, item, STAGE, "failed", _reason(res), detail=res.error[:500])
     recon = render_result(res, rt)
     if not torch.isfinite(recon).all():
         return mark(layout, item, STAGE, "failed", "tuning_nonfinite",

@@ -1,6 +1,7 @@
 """One entry point for every tuner: `tune_images(method, G, targets, w_init, cfg, loss)`."""
 from __future__ import annotations
 
+import gc
 import time
 from typing import Optional
 
@@ -35,6 +36,12 @@ def _e4e_only(G, targets, w_init, cfg, loss, **_) -> list[TunedImage]:
     return out
 
 
+def _release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _run_batch(method, G, targets, w_init, cfg, loss, **kw) -> list[TunedImage]:
     if method == "gani":
         return tune_gani(G, targets, w_init, cfg, loss, **kw)
@@ -60,12 +67,16 @@ def tune_images(method: str, G, targets: torch.Tensor, w_init: torch.Tensor,
     per-image losses; verbose shows a tqdm bar.
 
     Out of device memory: on_oom="raise" raises `TuningOOM(batch_size)`; "halve" retries the
-    failed batch in halves (down to 1 image, then raises).
+    failed batch in halves (down to 1 image, then raises); "isolate" halves the same way, and
+    an image that runs out of memory alone gets a result with `error` and
+    `reason="out_of_memory"` (its start latent, no deltas) instead of stopping the others.
+    Before a retry the failed attempt's tensors are released (the exception and its frames
+    are dropped, then the CUDA cache is emptied), so the halves get the memory back.
     """
     if method not in METHODS:
         raise ValueError(f"unknown tune method {method!r}; one of {METHODS}")
-    if on_oom not in ("raise", "halve"):
-        raise ValueError("on_oom must be 'raise' or 'halve'")
+    if on_oom not in ("raise", "halve", "isolate"):
+        raise ValueError("on_oom must be 'raise', 'halve' or 'isolate'")
     G.requires_grad_(False)
     p = next(G.parameters())
     targets = targets.to(p.device, p.dtype)
@@ -79,19 +90,26 @@ def tune_images(method: str, G, targets: torch.Tensor, w_init: torch.Tensor,
                          f"{G.size} px")
 
     def run(start: int, stop: int) -> list[TunedImage]:
+        message = None
         try:
             return _run_batch(method, G, targets[start:stop], w_init[start:stop], cfg, loss,
                               progress=progress, verbose=verbose, first_index=start)
         except Exception as exc:  # noqa: BLE001 - only OOM is translated
             if not is_oom(exc):
                 raise
-            n = stop - start
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if on_oom == "halve" and n > 1:
-                mid = start + n // 2
-                return run(start, mid) + run(mid, stop)
-            raise TuningOOM(n, str(exc).splitlines()[0]) from exc
+            message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        # out of the except block: the exception, its traceback and the failed batch's
+        # frames (activations, optimizer state) are gone; give their memory back first
+        _release_memory()
+        n = stop - start
+        if on_oom != "raise" and n > 1:
+            mid = start + n // 2
+            return run(start, mid) + run(mid, stop)
+        if on_oom == "isolate":
+            return [TunedImage(method=method, latent=w_init[start].detach().float().cpu(),
+                               error=f"out of device memory tuning this image alone: {message}",
+                               reason="out_of_memory", meta={"oom_batch_size": n})]
+        raise TuningOOM(n, message)
 
     results: list[TunedImage] = []
     bs = cfg.batch_size

@@ -29,9 +29,11 @@ class TunedImage:
       for e4e and projection.
     loss_curve: the objective at steps 0..T (step t evaluated before the t-th update; the last
       value is the returned state's).
-    error: None, or why the image stopped (non-finite loss/gradient): the result then holds
-      the last finite state (or the start, if there was none) and the pipeline should mark the
-      image failed.
+    error: None, or why the image stopped (non-finite loss/gradient, out of memory alone):
+      the result then holds the last finite state (or the start, if there was none) and the
+      pipeline should mark the image failed.
+    reason: with `error`, its machine-readable kind when it is not a numerical stop
+      ("out_of_memory"); None for non-finite stops and for good results.
     seconds: wall time of the image's batch divided by the batch size.
     noise: projection only (optimize_noise): the optimised noise maps [1, 1, R, R] each.
     state: GANI only: the image's module parameters (what the compact artifact stores).
@@ -48,6 +50,7 @@ class TunedImage:
     state: dict = field(default_factory=dict)
     parts: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    reason: Optional[str] = None
 
     @property
     def ok(self) -> bool:

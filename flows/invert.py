@@ -50,7 +50,8 @@ from gani.stages.summary import write_summary  # noqa: E402
 from gani.stages.plan import result_hash  # noqa: E402
 from gani.stages.runtime import cpu_threads  # noqa: E402
 from tasks.pipeline import (align_task, edit_task, encode_task, evaluate_task,  # noqa: E402
-                            is_transient, plan_task, summarize_task, tune_task, with_retries)
+                            failure_reason, is_transient, plan_task, summarize_task,
+                            tune_task, with_retries)
 from tasks.tracking import (begin_tracking, close_tracking, guard_for,  # noqa: E402
                             log_image_task, reconcile, redact_uri)
 
@@ -121,13 +122,28 @@ class _FanOut:
         self.running[fut.wrapped_future] = (fut, stage, items, meta or {})
 
     def _end(self, item: ImageItem, failure: Optional[tuple[str, BaseException]] = None) -> None:
-        """An image left the DAG: write its status (failures), log it, count it."""
-        if failure is not None:
-            stage, exc = failure
-            item = finalize(item, self.layout, "failed", f"{stage}_error",
-                            detail=f"{type(exc).__name__}: {exc}"[:500])
-        elif item.state in ("quarantined", "failed"):
-            item = finalize(item, self.layout)
+        """An image left the DAG: write its status (failures), log it, count it.
+
+        When the output store does not take the status.json (down past the retries), the
+        image stays failed (or quarantined) in memory only, is not logged, and the run goes
+        on: with no final status on disk the next run redoes it."""
+        try:
+            if failure is not None:
+                stage, exc = failure
+                reason = failure_reason(stage, exc)
+                item = item.model_copy(update={"state": "failed", "reason": reason})
+                item = finalize(item, self.layout, "failed", reason,
+                                detail=f"{type(exc).__name__}: {exc}"[:500])
+            elif item.state in ("quarantined", "failed"):
+                item = finalize(item, self.layout)
+        except Exception as exc:  # noqa: BLE001 - one image's status must not stop the run
+            if item.state not in ("quarantined", "failed"):
+                item = item.model_copy(update={"state": "failed", "reason": "storage_error"})
+            print(f"warning: could not write the status of {item.image_id} "
+                  f"({type(exc).__name__}: {exc}); it counts as {item.state} in this run "
+                  f"and the next run redoes it")
+            self._done(item, from_disk=False)
+            return
         if self.parent and self.s.tracking.enabled:
             if self.guard.usable():
                 self._submit("log", [item])
@@ -135,9 +151,19 @@ class _FanOut:
             self.tracking_failed.append(item.image_id)  # server down: reconcile logs it later
         self._done(item)
 
-    def _done(self, item: ImageItem) -> None:
-        status = self.layout.read_status(item.image_id) or {}
-        state, reason = status.get("state", item.state), status.get("reason")
+    def _done(self, item: ImageItem, from_disk: bool = True) -> None:
+        status: dict = {}
+        if from_disk:
+            try:
+                status = self.layout.read_status(item.image_id) or {}
+            except Exception as exc:  # noqa: BLE001 - the store is down: keep what we know
+                print(f"warning: could not read the status of {item.image_id} "
+                      f"({type(exc).__name__}: {exc}); keeping its state in memory")
+                if item.state not in ("done", "quarantined", "failed"):
+                    item = item.model_copy(update={"state": "failed",
+                                                   "reason": "storage_error"})
+        state = status.get("state", item.state)
+        reason = status.get("reason") if status else item.reason
         self.finished.append(item.model_copy(update={"state": state, "reason": reason}))
         self.in_flight -= 1
         n = len(self.finished)
@@ -230,7 +256,7 @@ def invert_shard(input_uri: str, output_uri: str, settings: dict,
                  data_dir: str = "data", label: str = "") -> dict:
     """The per-image DAG over `images` (source URIs; None = the whole dataset)."""
     s = resolve_settings(settings)
-    items = plan_task(input_uri, output_uri, s, data_dir, images)
+    items = with_retries(plan_task, s)(input_uri, output_uri, s, data_dir, images)
     todo = [i for i in items if not i.skipped]
     fan = _FanOut(todo, output_uri, s, data_dir, parent_run_id, label)
     with cpu_threads(s):
@@ -300,7 +326,7 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
     if stale:
         print(f"removed {len(stale)} temporary file(s) left by a killed run under "
               f"{output_uri}")
-    items = plan_task(input_uri, output_uri, s, data_dir)
+    items = with_retries(plan_task, s)(input_uri, output_uri, s, data_dir)
     todo = [i for i in items if not i.skipped]
     print(f"dataset {dataset!r}: {len(items)} images, {len(items) - len(todo)} already "
           f"finished with the same inputs and parameters, {len(todo)} to process "
@@ -335,7 +361,7 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
             tracking = {"tracking": "ok" if complete else
                         "incomplete" if parent else "unavailable",
                         "tracking_failed": rec["tracking_failed"]}
-        summary = summarize_task(items, output_uri, s, {
+        summary = with_retries(summarize_task, s)(items, output_uri, s, {
             "dataset": dataset, "input": redact_uri(input_uri), "processed": len(todo),
             "skipped": len(items) - len(todo), "seconds": round(time.perf_counter() - t0, 1),
             "prefect_flow_run_id": _flow_run_id(), "mlflow_run_id": parent,

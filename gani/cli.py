@@ -4,8 +4,16 @@
     gani invert INPUT --out OUTPUT [--profile P] [--set key=value ...]
     gani checkpoints list | verify | import PATH...
 
-Exit status: 0 the run finished (quarantined or failed images are counted in its summary),
-2 bad usage or configuration, 3 a checkpoint is missing, corrupt or unsafe, 1 anything else.
+Exit status:
+    0  the run finished and every image is done or quarantined (a quarantined file is a bad
+       input, recorded with its reason in summary.json; not a failure of the run)
+    1  anything else (an unexpected error)
+    2  bad usage or configuration (unknown profile, invalid parameter, missing input,
+       credentials in a URI: INPUT/--out or tracking.uri; they belong in the environment)
+    3  a checkpoint is missing, corrupt, unsafe (a pickle with code) or does not fit the
+       configured architecture; nothing was processed
+    4  the run finished but one or more images failed (summary.json `failed`; a re-run
+       retries them)
 """
 from __future__ import annotations
 
@@ -14,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_CHECKPOINT = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_CHECKPOINT, EXIT_FAILED = 0, 1, 2, 3, 4
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_profile: str | None) -> None:
@@ -80,9 +88,25 @@ def _checkpoints(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_uris(args: argparse.Namespace) -> None:
+    """Refuse credentials in the input / output URIs: they would be logged (Prefect
+    parameters, MLflow tags, summary.json); S3 credentials come from the AWS environment."""
+    from gani.config import ConfigError
+    from gani.redact import redact_uri, uri_credentials
+
+    for what, uri in (("INPUT", getattr(args, "input", None)), ("--out", args.out)):
+        found = uri_credentials(uri) if uri else None
+        if found:
+            raise ConfigError(f"{what} {redact_uri(uri)!r} carries credentials ({found}); "
+                              f"pass them through the environment (AWS_ACCESS_KEY_ID, "
+                              f"AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or ~/.aws), never "
+                              f"in a URI")
+
+
 def _run(args: argparse.Namespace) -> int:
     from gani.config import load_settings
 
+    _check_uris(args)
     settings = load_settings(args.params, args.profile, args.overrides)
     if args.command == "demo":
         from flows.invert import run_demo
@@ -93,6 +117,20 @@ def _run(args: argparse.Namespace) -> int:
 
         summary = run_invert(args.input, args.out, settings, dataset_name=args.dataset)
     print(json.dumps({"counts": summary.get("counts"), "output": summary.get("output")}, indent=2))
+    return exit_status(summary)
+
+
+def exit_status(summary: dict) -> int:
+    """EXIT_FAILED when the finished run has failed (or unfinished) images, else EXIT_OK."""
+    counts = summary.get("counts") or {}
+    if int(counts.get("failed", 0) or 0) > 0 or int(summary.get("pending", 0) or 0) > 0:
+        failed = summary.get("failed") or {}
+        shown = ", ".join(f"{i} ({r})" for i, r in list(failed.items())[:20])
+        print(f"error: {counts.get('failed', 0)} image(s) failed"
+              + (f": {shown}" if shown else "")
+              + (f"; {summary.get('pending')} pending" if summary.get("pending") else "")
+              + "; see summary.json (a re-run retries them)", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

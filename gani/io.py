@@ -4,7 +4,8 @@
   path relative to the root; extensions in `IMAGE_EXTENSIONS`, case-insensitive.
 - `read_bytes` / `write_bytes` / `read_json` / `write_json` / `exists` / `remove`.
   Writes are atomic: locally a temporary file in the same folder, fsync'd, then `os.replace`;
-  on S3 a single PUT (an object is never visible half-written).
+  on S3 a single PUT (an object is never visible half-written). A local read refuses what
+  is not a regular file (`NotRegularFileError`: a FIFO, a device), never blocking on it.
 - `remove_stale_temp(root)`: the temporary files a killed process left (SIGKILL or power
   loss between the write and the rename; no other way leaves one). Each is named
   `.<target name>.<host>.<pid>.<random>.tmp` (host: a short hash of the host name), so a
@@ -21,11 +22,13 @@ S3 credentials and endpoint come from the usual places (AWS_* environment, ~/.aw
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import re
 import socket
+import stat
 import tempfile
 import time
 import uuid
@@ -120,7 +123,34 @@ def exists(uri: str, storage_options: StorageOptions = None) -> bool:
     return fs.exists(path)
 
 
+class NotRegularFileError(OSError):
+    """A local path that is not a regular file (a FIFO, a device, a socket): reading it could
+    block forever (a FIFO without writer) or never end (/dev/zero), so it is not read."""
+
+
+def _read_local(path: str) -> bytes:
+    # O_NONBLOCK: opening a FIFO without a writer returns at once instead of blocking;
+    # fstat on the open descriptor then tells what it really is (no check-then-open race).
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode)
+                    or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "other")
+            raise NotRegularFileError(errno.EINVAL, f"not a regular file ({kind})", path)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
+
+
 def read_bytes(uri: str, storage_options: StorageOptions = None) -> bytes:
+    """The whole content of a file or object. A local path that is not a regular file
+    raises NotRegularFileError (never blocks on a FIFO, never reads a device)."""
+    if not is_remote(uri):
+        return _read_local(os.path.abspath(_strip_file(str(uri))))
     fs, path = filesystem(uri, storage_options)
     return fs.cat_file(path)
 

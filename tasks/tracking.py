@@ -41,7 +41,18 @@ Duplicate rule: the child of an image is the one active run under the parent wit
 complete child (status FINISHED/FAILED, same `content_key` and `state` tags) untouched, and
 replaces anything else (a child a kill left RUNNING, a child of an earlier attempt in
 another state, an accidental duplicate): it is set KILLED and deleted, then a fresh child
-is logged. MLflow server outages: see `TrackingGuard` and `HTTP_DEFAULTS`.
+is logged.
+
+MLflow server outages never stop the night (`begin_tracking`, `reconcile` and
+`close_tracking` never raise for MLflow): every call is a Prefect task retried on
+transient faults (orchestration.retries, backoff); MLflow's own HTTP retries are shortened
+(`HTTP_DEFAULTS`); a log task that fails for good leaves its image tracking-failed and trips
+`TrackingGuard`, so later images are not sent until the server answers again. Down when
+the run starts: no parent is opened, the images are processed anyway and the flow reports
+`tracking: unavailable`; the scope is already in `.gani-tracking.json`, so the next run
+opens the parent and reconcile logs them all. Down later: `tracking: incomplete`, the
+parent is left FAILED or RUNNING, the next run resumes it and reconcile logs the rest. The
+flow lists the images not logged in summary.json `tracking_failed` and warns.
 """
 from __future__ import annotations
 

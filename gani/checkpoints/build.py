@@ -14,10 +14,27 @@ from typing import Any, Optional
 import torch
 
 from ..config.schema import ModelsSection
+from .io import CheckpointLoadError
 from .registry import get_spec
 from .store import require
 
 DEMO = "demo"
+
+
+def _refit(path: Path, what: str, load):
+    """Run `load()`; a checkpoint that reads but does not fit the architecture (a missing,
+    unexpected or wrongly sized tensor, an unknown layout) becomes a CheckpointLoadError
+    naming the file, instead of a bare RuntimeError/KeyError from load_state_dict."""
+    try:
+        return load()
+    except CheckpointLoadError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        detail = "; ".join(lines[:4])[:600] or type(exc).__name__
+        raise CheckpointLoadError(
+            f"{path}: not a usable {what} checkpoint (wrong architecture or layout): "
+            f"{detail}") from None
 NONE_NAMES = {None, "", "none", "null"}
 
 
@@ -51,12 +68,13 @@ def build_generator(models: ModelsSection, data_dir: str | Path = "data",
     if get_spec(spec.checkpoint).kind == "encoder":  # the decoder inside an e4e file
         from ..models.e4e import load_e4e_checkpoint
 
-        _, G, latent_avg = load_e4e_checkpoint(path)
+        _, G, latent_avg = _refit(path, "e4e", lambda: load_e4e_checkpoint(path))
         return G.eval(), latent_avg.reshape(-1, G.style_dim)[0]
-    G, latent_avg = load_stylegan2_checkpoint(path)
+    G, latent_avg = _refit(path, "StyleGAN2 generator", lambda: load_stylegan2_checkpoint(path))
     if G.size != spec.size:
-        raise ValueError(f"{path}: generator is {G.size} px but models.generator.size is "
-                         f"{spec.size}; fix params.yaml or the checkpoint")
+        raise CheckpointLoadError(
+            f"{path}: generator is {G.size} px but models.generator.size is {spec.size}; "
+            f"fix params.yaml or the checkpoint")
     return G, latent_avg
 
 
@@ -83,7 +101,7 @@ def build_encoder(models: ModelsSection, G, data_dir: str | Path = "data",
             avg = G.mean_latent(4096, generator=torch.Generator().manual_seed(spec.seed))
         return enc, avg.repeat(G.n_latent, 1)
     path = require(spec.checkpoint, data_dir, profile)
-    enc, _, latent_avg = load_e4e_checkpoint(path)
+    enc, _, latent_avg = _refit(path, "e4e encoder", lambda: load_e4e_checkpoint(path))
     return enc.eval(), latent_avg
 
 
@@ -108,7 +126,8 @@ def build_similarity_nets(models: ModelsSection, data_dir: str | Path = "data",
             from ..models.irse import IR101, IRSE50
 
             net = IR101() if kind == "curricularface" else IRSE50()
-            net.load_state_dict(load_torch_file(path), strict=True)
+            state = load_torch_file(path)
+            _refit(path, kind, lambda: net.load_state_dict(state, strict=True))
             nets.identity = net.eval()
         nets.identity_kind = kind
     if models.parser not in NONE_NAMES:

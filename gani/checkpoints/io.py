@@ -26,6 +26,19 @@ def _unpickler_reason(exc: Exception) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _names_a_global(exc: Exception) -> bool:
+    """True when weights_only refused a Python global (a class or function to import and
+    call: what a malicious pickle needs), False for a malformed byte stream."""
+    msg = str(exc)
+    return "GLOBAL" in msg or "global" in msg.lower().split("weightsunpickler error", 1)[-1]
+
+
+def _unpickler_detail(exc: Exception) -> str:
+    tail = str(exc).split("WeightsUnpickler error:", 1)[-1]
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def load_torch_file(path: str | Path) -> Any:
     """torch.load with map_location='cpu' and weights_only=True; clear errors, no code run."""
     path = Path(path)
@@ -35,14 +48,19 @@ def load_torch_file(path: str | Path) -> Any:
         with torch.serialization.safe_globals(_SAFE_EXTRA_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not _names_a_global(exc):  # garbage bytes (bad opcode, bad load key): not code
+            raise CheckpointLoadError(
+                f"{path}: cannot read checkpoint (corrupt or truncated?): "
+                f"{_unpickler_detail(exc)}") from None
         raise CheckpointLoadError(
             f"{path}: refused to load: the file contains Python objects other than tensors and "
             f"plain containers (weights_only loading). It may be malicious or from an "
             f"incompatible exporter. Details: {_unpickler_reason(exc)}") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - garbage bytes fail anywhere in the unpickler
+        # (EOFError, RuntimeError, IndexError "pop from empty list", KeyError ...)
+        first = (str(exc).splitlines() or [""])[0] or type(exc).__name__
         raise CheckpointLoadError(
-            f"{path}: cannot read checkpoint (corrupt or truncated?): {str(exc).splitlines()[0]}"
-        ) from None
+            f"{path}: cannot read checkpoint (corrupt or truncated?): {first}") from None
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:

@@ -15,6 +15,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from gani.redact import redact_uri
+
 from .schema import Settings
 
 
@@ -54,6 +56,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel] = Setti
             lines.append(f"{path}: unknown key; allowed here: {', '.join(allowed)}")
             continue
         got = e.get("input")
+        if isinstance(got, str) and "://" in got:
+            got = redact_uri(got)  # never echo a password or token back (gani/redact.py)
         got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
         lines.append(f"{path}: {e['msg']}{got_s}")
     return "invalid configuration:\n  " + "\n  ".join(lines)

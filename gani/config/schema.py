@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gani.redact import has_password
 
 Domain = Literal["ffhq", "afhq_wild", "cars", "church", "horse", "demo"]
 DOMAINS: tuple[str, ...] = ("ffhq", "afhq_wild", "cars", "church", "horse", "demo")
@@ -187,6 +189,19 @@ class TrackingSection(Section):
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "gani-{dataset}-{profile}"
     log_loss_curve: bool = True
+
+    @field_validator("uri")
+    @classmethod
+    def _no_password(cls, uri: str) -> str:
+        """Settings are logged (MLflow params, Prefect parameters) and params.yaml is in git:
+        a password in the URI would leak, so it is refused (gani/redact.py)."""
+        if has_password(uri):
+            raise ValueError(
+                "a password in the URI (user:password@) is refused: credentials must not be "
+                "in settings (they are logged); set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) for an MLflow server, "
+                "PGPASSWORD or ~/.pgpass for a PostgreSQL store")
+        return uri
 
 
 class OrchestrationSection(Section):

@@ -1,8 +1,10 @@
 """Stage 1, align: decode the source image robustly and prepare what the encoder sees.
 
 Writes `aligned.png`. A file that is not a usable image (BadImageError) or shows no usable
-face (LandmarkError) is quarantined with its machine-readable reason; transient read
-errors (network, permissions on a remote store) propagate so the orchestrator retries.
+face (LandmarkError) is quarantined with its machine-readable reason, and so is a source
+that cannot be read as a file (vanished, a dangling link, a local file without read
+permission, a FIFO or device named .jpg: `unreadable`); remote read errors (network,
+access refused by the store) propagate so the orchestrator retries or fails the image.
 """
 from __future__ import annotations
 
@@ -41,7 +43,11 @@ def align_image(item: ImageItem, layout: Layout, settings: Settings) -> ImageIte
     cfg = settings.align
     try:
         data = io.read_bytes(item.source, layout.storage_options)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, io.NotRegularFileError) as exc:
+        return mark(layout, item, STAGE, "quarantined", "unreadable", detail=str(exc)[:300])
+    except (PermissionError, IsADirectoryError) as exc:
+        if io.is_remote(item.source):
+            raise  # S3 AccessDenied: a store fault (failed, retried by the next run)
         return mark(layout, item, STAGE, "quarantined", "unreadable", detail=str(exc)[:300])
     try:
         img = load_image(data, min_side=cfg.min_side, max_pixels=cfg.max_pixels)

@@ -140,8 +140,8 @@ def edit_deltas(regressor: AttributeRegressor, render_fn, w: torch.Tensor,
     """Per-sample attribute change of each edit, per σ_d (the measurement of ``edit_effects``
     for any renderer, e.g. a tuned generator).
 
-    render_fn: latents [m, L, D] → images [m, 3, H, W] (in [−1, 1]; clamped here). w: [n, D]
-    (W, repeated over L rows) or [n, L, D]. For each direction the edit is
+    render_fn: latents [m, L, D] → images [m, 3, H, W] (in [−1, 1]; clamped here). w: W+
+    codes [n, L, D] (repeat a W code over the L rows first). For each direction the edit is
     w ± strength·σ_d·d on every W+ row; Δ = (pred(+) − pred(−)) / (2·strength), divided by
     attr_std when given. Returns {name: [n, A]}. All edited latents are rendered in chunks of
     ``batch``, so many directions of one image cost few generator calls.

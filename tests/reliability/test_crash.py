@@ -10,6 +10,7 @@ import json
 import random
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,6 @@ from tests.reliability.gani_runs import (BAD, GOOD, TINY, GaniProcess, audit_fil
                                          lost_on_disk, mlflow_runs, run_to_end, temp_files,
                                          write_photos)
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 EXPERIMENT = "gani-photos-demo"   # tracking.experiment of the demo profile for input photos/
 
@@ -56,6 +56,8 @@ def assert_clean(disk: dict, ml: dict) -> None:
     assert disk["summary"]["mlflow_run_id"] == ml["parent"].info.run_id
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sigkill_at_random_times(workdir, reliability):
     """Seed 7: each run is killed after a random number (1-20) of its task-run log lines
     plus a random 0-0.4 s, until 4 kills landed while the run was still going."""
@@ -95,6 +97,8 @@ def test_sigkill_at_random_times(workdir, reliability):
     assert flow_runs[-1] == disk["summary"]["prefect_flow_run_id"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sigkill_during_tuning(workdir, reliability):
     """Killed twice in the middle of tuning (30 steps; at step 1, then at step 10)."""
     w = workdir
@@ -124,6 +128,8 @@ def test_sigkill_during_tuning(workdir, reliability):
     assert_clean(disk, ml)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sigkill_between_temp_write_and_rename(workdir, reliability):
     """GANI_FAULT=kill_after_tmp_write:<n> (n drawn with seed 11): the process dies with a
     complete temporary file beside an absent or older target. Nothing partial is visible,
@@ -160,6 +166,8 @@ def test_sigkill_between_temp_write_and_rename(workdir, reliability):
     assert_clean(disk, ml)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sigkill_inside_mlflow_child_run_then_nightly_rerun(workdir, reliability):
     """GANI_FAULT=kill_after_child_run:2: the second child run is created and the process
     dies before anything is logged into it. The re-run resumes the same parent, replaces
@@ -202,3 +210,49 @@ def test_sigkill_inside_mlflow_child_run_then_nightly_rerun(workdir, reliability
     new = summary["mlflow_run_id"]
     assert new != first_parent[0]
     assert not [r for r in runs if r.data.tags.get("mlflow.parentRunId") == new]
+
+
+def test_stale_temp_files_rule(tmp_path):
+    """What `io.remove_stale_temp` removes: temporary files of dead writers of this host at
+    once, anything else only when older than max_age; a live writer's file never."""
+    import os
+    import subprocess
+
+    from gani import io
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    host = io._HOST
+    folder = tmp_path / "out" / "img"
+    folder.mkdir(parents=True)
+    files = {"dead": f".recon.png.{host}.{proc.pid}.abc123.tmp",
+             "live": f".recon.png.{host}.{os.getpid()}.def456.tmp",
+             "foreign_new": ".status.json.000000.1.ghi789.tmp",
+             "foreign_old": ".status.json.000000.2.jkl012.tmp",
+             "old_format": ".metrics.json.mno345.tmp",
+             "result": "recon.png"}
+    for name in files.values():
+        (folder / name).write_bytes(b"x")
+    old = time.time() - 7200
+    os.utime(folder / files["foreign_old"], (old, old))
+    os.utime(folder / files["old_format"], (old, old))
+    removed = {Path(p).name for p in io.remove_stale_temp(str(tmp_path / "out"))}
+    assert removed == {files["dead"], files["foreign_old"], files["old_format"]}
+    assert {p.name for p in folder.iterdir()} == {files["live"], files["foreign_new"],
+                                                  files["result"]}
+    assert io.remove_stale_temp(str(tmp_path / "missing")) == []
+    assert io.remove_stale_temp("s3://bucket/prefix") == []
+
+
+def test_fault_spec_is_checked():
+    from gani import faults
+
+    assert faults._parse("") == {}
+    assert faults._parse("kill_after_tmp_write:3,kill_after_child_run:1") == {
+        "tmp_write": 3, "child_run": 1}
+    for bad in ("kill_after_nothing:1", "kill_after_tmp_write", "kill_after_tmp_write:0",
+                "explode_after_tmp_write:1"):
+        with pytest.raises(ValueError):
+            faults._parse(bad)
+    assert faults.ACTIVE is False      # the test process itself runs without faults
+    faults.hit("tmp_write")            # not armed: nothing happens

@@ -157,12 +157,21 @@ def test_server_gone_for_good_then_next_run_logs_the_rest(workdir, server, relia
     summary = summary_of(w)
     disk = audit_outputs(w["out"], w["ids"], w["good"])
     state = json.loads((w["out"] / ".gani-tracking.json").read_text())
+    # what the outage run left in MLflow (read with the server back, before the next run):
+    # an image neither logged completely nor listed in tracking_failed was lost silently
+    server.start()
+    before = audit_mlflow(w["uri"], EXPERIMENT, w["out"], w["ids"], check_artifacts=False)
+    failed_listed = set(summary["tracking_failed"])
+    unlisted = [i for i in w["ids"] if i not in failed_listed and (
+        i in before["missing"] or i in before["duplicated"] or i in before["wrong"])]
+    server.stop()
     reliability.from_summary(
         "remote: MLflow", "server killed after the first image, never back", summary,
         faults_injected=1, faults_survived=1,
-        data_lost=lost_on_disk(disk) + len(set(summary["tracking_failed"]) - set(w["ids"])),
+        data_lost=lost_on_disk(disk) + len(unlisted) + len(failed_listed - set(w["ids"])),
         note=f"run finished {took:.0f}s after the kill; tracking {summary['tracking']}, "
              f"tracking_failed {len(summary['tracking_failed'])}")
+    assert unlisted == [], f"not logged and not reported: {unlisted}"
     assert disk["not_done"] == [] and disk["corrupt"] == {} and disk["unfinished"] == []
     assert summary["tracking"] == "incomplete"
     assert summary["tracking_failed"] and set(summary["tracking_failed"]) < set(w["ids"])
@@ -201,9 +210,10 @@ def test_server_down_at_start(workdir, server, reliability):
     assert rc == 0, output[-4000:]
     summary = summary_of(w)
     disk = audit_outputs(w["out"], w["ids"], w["good"])
+    unreported = sorted(set(w["ids"]) - set(summary["tracking_failed"]))  # not logged either
     reliability.from_summary(
         "remote: MLflow", "server down when the run starts", summary, faults_injected=1,
-        faults_survived=1, data_lost=lost_on_disk(disk),
+        faults_survived=1, data_lost=lost_on_disk(disk) + len(unreported),
         note=f"{retries_seen(output)} retries of start-tracking; tracking "
              f"{summary['tracking']}, {len(summary['tracking_failed'])} images to log later")
     assert retries_seen(output) >= 2

@@ -171,6 +171,9 @@ def test_judge_end_to_end(tiny_run, tmp_path):
     for n in ("projection", "gani"):
         et = methods[n]["equal_time"]
         assert et["steps"] >= 1 and et["seconds"] > 0 and len(et["per_target"]) == 3
+        drift = [r["drift"] for r in et["per_target"]]
+        assert all(d == 0.0 for d in drift) if n == "projection" else all(d > 0 for d in drift)
+        assert all(math.isfinite(r["edit_ratio"]) for r in et["per_target"]), n
     assert methods["start"]["equal_time"] is None
     ctl = rep["control"]["summary"]["edit_ratio"]
     assert ctl["n"] == 3 and math.isfinite(ctl["mean"])

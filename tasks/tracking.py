@@ -585,6 +585,8 @@ def start_tracking_task(settings: Settings, dataset: str, input_uri: str, output
     tags = _parent_tags(settings, dataset, input_uri, output_uri, flow_run_id, n_images,
                         n_todo, key)
     params = flatten(settings.model_dump(mode="json"))
+    if "tracking.uri" in params:  # a second guard: settings already refuse passwords in it
+        params["tracking.uri"] = redact_uri(params["tracking.uri"])
     previous_finished = False
     candidates: list[str] = []
     if resume_run_id:

@@ -44,7 +44,7 @@ from prefect import flow  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from gani import io  # noqa: E402
-from gani.config import Settings, load_settings, resolve  # noqa: E402
+from gani.config import Settings, check_uris, load_settings, resolve  # noqa: E402
 from gani.stages import ImageItem, Layout, finalize, get_runtime, shards  # noqa: E402
 from gani.stages.summary import write_summary  # noqa: E402
 from gani.stages.plan import result_hash  # noqa: E402
@@ -320,6 +320,7 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
                    ) -> dict:
     """Invert every image under `input_uri` into `output_uri`; returns the run summary."""
     t0 = time.perf_counter()
+    check_uris(input_uri=input_uri, output_uri=output_uri)
     s = resolve_settings(settings, profile, overrides, params_path)
     dataset = dataset_name or dataset_name_of(input_uri)
     stale = io.remove_stale_temp(output_uri)
@@ -432,7 +433,9 @@ def run_invert(input_uri: str, output_uri: str, settings: Settings,
     """Run the `gani-invert` flow (what `gani invert` calls); returns the summary.
 
     Checks first, before Prefect starts, that the input exists and every checkpoint the
-    settings need is present and loads (the networks stay cached for the flow)."""
+    settings need is present and loads (the networks stay cached for the flow).
+    Credentials in either URI are refused (ConfigError): they come from the environment."""
+    check_uris(input_uri=input_uri, output_uri=output_uri)
     if not io.exists(input_uri):
         raise FileNotFoundError(f"input not found: {input_uri}")
     rt = get_runtime(settings, data_dir)

@@ -89,18 +89,9 @@ def _checkpoints(args: argparse.Namespace) -> int:
 
 
 def _check_uris(args: argparse.Namespace) -> None:
-    """Refuse credentials in the input / output URIs: they would be logged (Prefect
-    parameters, MLflow tags, summary.json); S3 credentials come from the AWS environment."""
-    from gani.config import ConfigError
-    from gani.redact import redact_uri, uri_credentials
+    from gani.config import check_uris
 
-    for what, uri in (("INPUT", getattr(args, "input", None)), ("--out", args.out)):
-        found = uri_credentials(uri) if uri else None
-        if found:
-            raise ConfigError(f"{what} {redact_uri(uri)!r} carries credentials ({found}); "
-                              f"pass them through the environment (AWS_ACCESS_KEY_ID, "
-                              f"AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or ~/.aws), never "
-                              f"in a URI")
+    check_uris(INPUT=getattr(args, "input", None), **{"--out": args.out})
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -116,7 +107,9 @@ def _run(args: argparse.Namespace) -> int:
         from flows.invert import run_invert
 
         summary = run_invert(args.input, args.out, settings, dataset_name=args.dataset)
-    print(json.dumps({"counts": summary.get("counts"), "output": summary.get("output")}, indent=2))
+    shown = {k: summary[k] for k in ("counts", "output", "tracking", "tracking_failed")
+             if k in summary}
+    print(json.dumps(shown, indent=2))
     return exit_status(summary)
 
 

@@ -15,13 +15,26 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from gani.redact import redact_uri
+from gani.redact import redact_uri, uri_credentials
 
 from .schema import Settings
 
 
 class ConfigError(ValueError):
     """A configuration problem, with a message meant for the person running the job."""
+
+
+def check_uris(**uris: str | None) -> None:
+    """Refuse credentials in input / output URIs (ConfigError naming which one): they would
+    be logged (Prefect parameters, MLflow tags, summary.json); S3 credentials come from the
+    AWS environment. `check_uris(INPUT=..., out=...)`."""
+    for what, uri in uris.items():
+        found = uri_credentials(uri) if uri else None
+        if found:
+            raise ConfigError(f"{what} {redact_uri(uri)!r} carries credentials ({found}); "
+                              f"pass them through the environment (AWS_ACCESS_KEY_ID, "
+                              f"AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or ~/.aws), never "
+                              f"in a URI")
 
 
 def _deep_merge(base: dict, over: Mapping) -> dict:

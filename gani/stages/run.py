@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable, Optional
 
+from gani import io
 from gani.config import Settings
 
 from .align import align_image
@@ -30,9 +31,13 @@ def _quiet(_msg: str) -> None:
 def run_stage(stage: str, items: list[ImageItem], layout: Layout, settings: Settings,
               rt: Optional[Runtime] = None, progress: Progress = _quiet,
               data_dir: str = "data") -> list[ImageItem]:
-    """Run one stage for every item (tune in batches of tune.batch_size)."""
+    """Run one stage for every item (tune in batches of tune.batch_size), after removing
+    the temporary files a killed run left under the stage's root."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    stale = io.remove_stale_temp(layout.stage_root(stage))
+    if stale:
+        progress(f"{stage}: removed {len(stale)} temporary file(s) left by a killed run")
     out: list[ImageItem] = []
     if stage == "align":
         for i, item in enumerate(items, 1):

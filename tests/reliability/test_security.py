@@ -307,6 +307,23 @@ def test_credentials_in_a_uri_are_refused_without_echoing_them(tmp_path, capsys,
                     note="exit 2, secret not echoed, nothing written")
 
 
+def test_python_api_refuses_credentials_in_uris(tmp_path):
+    """`flows.invert.run_invert` (the Python entry point) refuses a credential-bearing URI
+    the same way the CLI does, before touching the input or output."""
+    from flows.invert import run_invert
+    from gani.config import ConfigError, load_settings
+
+    settings = load_settings("params.yaml", "demo")
+    out = tmp_path / "out"
+    for inp, outp in ((f"s3://AKIAGANI:{AWS_SECRET}@bucket/photos", str(out)),
+                      (str(tmp_path), f"s3://bucket/out?X-Amz-Security-Token={TOKEN_SECRET}")):
+        with pytest.raises(ConfigError) as err:
+            run_invert(inp, outp, settings)
+        assert "credentials" in str(err.value)
+        assert all(secret not in str(err.value) for secret in SECRETS)
+    assert not out.exists()
+
+
 def test_redaction_of_uris_with_credentials():
     """What the run logs for input/output/tracking URIs drops user:password@ and queries
     (tasks/tracking.py's redact_uri and gani/redact.py's agree)."""

@@ -2,7 +2,8 @@
 
 - `list_images(root)`: every image file under a folder or prefix (recursive), sorted by its
   path relative to the root; extensions in `IMAGE_EXTENSIONS`, case-insensitive.
-- `read_bytes` / `write_bytes` / `read_json` / `write_json` / `exists` / `remove`.
+- `read_bytes` / `size` / `file_hash` (streamed sha256) / `write_bytes` / `read_json` /
+  `write_json` / `exists` / `remove`.
   Writes are atomic: locally a temporary file in the same folder, fsync'd, then `os.replace`;
   on S3 a single PUT (an object is never visible half-written). A local read refuses what
   is not a regular file (`NotRegularFileError`: a FIFO, a device), never blocking on it.
@@ -153,6 +154,41 @@ def read_bytes(uri: str, storage_options: StorageOptions = None) -> bytes:
         return _read_local(os.path.abspath(_strip_file(str(uri))))
     fs, path = filesystem(uri, storage_options)
     return fs.cat_file(path)
+
+
+def size(uri: str, storage_options: StorageOptions = None) -> int:
+    """Size in bytes of a file or object (without reading it)."""
+    if not is_remote(uri):
+        return os.stat(_strip_file(str(uri))).st_size
+    fs, path = filesystem(uri, storage_options)
+    return int(fs.size(path))
+
+
+def file_hash(uri: str, storage_options: StorageOptions = None,
+              chunk: int = 1 << 20) -> str:
+    """sha256 of a file or object, read in chunks (constant memory, any size); equal to
+    `bytes_hash(read_bytes(uri))`. A local non-regular file raises NotRegularFileError."""
+    h = hashlib.sha256()
+    if not is_remote(uri):
+        path = os.path.abspath(_strip_file(str(uri)))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            if not stat.S_ISREG(mode):
+                raise NotRegularFileError(errno.EINVAL, "not a regular file", path)
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                while block := f.read(chunk):
+                    h.update(block)
+        finally:
+            os.close(fd)
+        return h.hexdigest()
+    fs, path = filesystem(uri, storage_options)
+    with fs.open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_bytes(uri: str, data: bytes, storage_options: StorageOptions = None) -> None:

@@ -58,6 +58,8 @@ class AlignSection(Section):
     width: int = Field(256, ge=16, description="resize target width (method=resize)")
     min_side: int = Field(32, ge=1)
     max_pixels: int = Field(100_000_000, ge=1024)
+    max_bytes: int = Field(256 * 2**20, ge=1024,
+                           description="larger files are quarantined too_large unread")
 
 
 class EncodeSection(Section):

@@ -42,6 +42,10 @@ def align_image(item: ImageItem, layout: Layout, settings: Settings) -> ImageIte
         return item
     cfg = settings.align
     try:
+        nbytes = io.size(item.source, layout.storage_options)
+        if nbytes > cfg.max_bytes:
+            return mark(layout, item, STAGE, "quarantined", "too_large",
+                        detail=f"{nbytes} bytes > align.max_bytes {cfg.max_bytes} (not read)")
         data = io.read_bytes(item.source, layout.storage_options)
     except (FileNotFoundError, io.NotRegularFileError) as exc:
         return mark(layout, item, STAGE, "quarantined", "unreadable", detail=str(exc)[:300])

@@ -128,7 +128,7 @@ def image_digest(uri: str, storage_options: Optional[Mapping[str, Any]] = None) 
                 return f"etag:{etag}:{info.get('size')}"
         except (OSError, KeyError):
             pass
-    return io.bytes_hash(io.read_bytes(uri, storage_options))
+    return io.file_hash(uri, storage_options)  # streamed: any file size in constant memory
 
 
 # --------------------------------------------------------------------------- plan

@@ -373,7 +373,15 @@ def test_permission_denied_local_is_quarantined_remote_is_a_store_fault(tmp_path
             raise PermissionError(13, "Permission denied", uri)
         return real(uri, storage_options)
 
+    real_size = io.size
+
+    def refuse_size(uri, storage_options=None):  # S3 HEAD answers AccessDenied as well
+        if uri in sources:
+            raise PermissionError(13, "Permission denied", uri)
+        return real_size(uri, storage_options)
+
     monkeypatch.setattr(io, "read_bytes", refuse)
+    monkeypatch.setattr(io, "size", refuse_size)
     out = align_image(item, layout, tiny_settings)
     assert (out.state, out.reason) == ("quarantined", "unreadable")
     marker = layout.read_marker(item.image_id, "align")
@@ -384,6 +392,38 @@ def test_permission_denied_local_is_quarantined_remote_is_a_store_fault(tmp_path
         align_image(remote, layout, tiny_settings)
     reliability.add("bad input", "local file without read permission", images=1,
                     quarantined=1, note="quarantined: unreadable (S3 AccessDenied: raised)")
+
+
+def test_oversized_file_is_quarantined_without_being_read(tmp_path, tiny_settings,
+                                                         monkeypatch, reliability):
+    """A file over `align.max_bytes` is quarantined `too_large` from its size alone: never
+    read into memory (the plan hashes it in chunks), the other image is done as usual."""
+    from gani.stages import Layout
+    from gani.stages.align import align_image
+    from gani.stages.plan import plan_items
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = demo_images()["astronaut.png"]
+    (photos / "good.png").write_bytes(good)
+    (photos / "huge.png").write_bytes(good + b"\0" * (len(good) + 4096))
+    settings = tiny_settings.model_copy(deep=True)
+    settings.align.max_bytes = len(good) + 2048
+    layout = Layout(str(tmp_path / "out"))
+    items = {i.rel: i for i in plan_items(str(photos), settings, layout, {})}
+    assert items["huge.png"].digest == io.bytes_hash((photos / "huge.png").read_bytes())
+    real = io.read_bytes
+    read = []
+    monkeypatch.setattr(io, "read_bytes",
+                        lambda uri, so=None: (read.append(uri), real(uri, so))[1])
+    huge = align_image(items["huge.png"], layout, settings)
+    assert (huge.state, huge.reason) == ("quarantined", "too_large")
+    assert "max_bytes" in layout.read_marker(huge.image_id, "align")["detail"]
+    assert items["huge.png"].source not in read
+    done = align_image(items["good.png"], layout, settings)
+    assert done.state not in ("quarantined", "failed"), done
+    reliability.add("bad input", "file over align.max_bytes", images=2, done=1, quarantined=1,
+                    note="quarantined: too_large from its size, never read")
 
 
 @pytest.mark.parametrize("name, colour", [

@@ -183,7 +183,9 @@ def _mtime(p: Path) -> str:
 
 def training_step(run: Path, sd: dict) -> dict:
     """The training step of this g_ema: checkpoint.pt's when its g_ema equals it exactly,
-    else the last logged step (an upper bound: g_ema is written every 200 steps)."""
+    else the step of a clean `end` event closing sessions.jsonl (train.py writes g_ema at
+    exit, then that event), else the last logged step (an upper bound: a killed run wrote
+    g_ema at its last multiple of 200 steps)."""
     out: dict = {}
     ck = run / "checkpoint.pt"
     if ck.is_file():
@@ -200,6 +202,17 @@ def training_step(run: Path, sd: dict) -> dict:
             del c
         except Exception as exc:  # noqa: BLE001 - metadata only
             out["checkpoint_error"] = str(exc).splitlines()[0]
+    sess = run / "sessions.jsonl"
+    ev = ([json.loads(l) for l in sess.read_text().splitlines() if l.strip()]
+          if sess.is_file() else [])
+    if ev:
+        out["last_session_event"] = ev[-1]
+        if ev[-1].get("event") == "end" and "step" in ev[-1]:
+            out.setdefault("step", int(ev[-1]["step"]))
+            out.setdefault("kimg", ev[-1].get("kimg"))
+            if ev[-1].get("train_s") is not None:
+                out.setdefault("train_minutes", round(float(ev[-1]["train_s"]) / 60, 1))
+            out.setdefault("step_source", "sessions.jsonl end event (g_ema written at exit)")
     log = run / "log.jsonl"
     if log.is_file():
         steps = [json.loads(l) for l in log.read_text().splitlines() if l.strip()]
@@ -209,11 +222,6 @@ def training_step(run: Path, sd: dict) -> dict:
             out.setdefault("step", steps[-1]["step"])
             out.setdefault("kimg", steps[-1].get("kimg"))
             out.setdefault("step_source", "log.jsonl last line (upper bound)")
-    sess = run / "sessions.jsonl"
-    if sess.is_file():
-        ev = [json.loads(l) for l in sess.read_text().splitlines() if l.strip()]
-        if ev:
-            out["last_session_event"] = ev[-1]
     return out
 
 

@@ -21,7 +21,9 @@ def test_identity_start_step0_equals_original_generator(G, targets, w0):
     with torch.no_grad():
         orig, _ = loss(G.synthesis(w0, noise_mode="const"), targets)
     for i, r in enumerate(res):
-        assert r.loss_curve[0] == float(orig[i])  # exactly: θ' = θ at step 0
+        # θ' = θ at step 0 (zero deltas): equal up to float summation order, since the tuned
+        # pass folds the batch into a grouped convolution (seen: 2e-7 relative)
+        assert r.loss_curve[0] == pytest.approx(float(orig[i]), rel=1e-6, abs=1e-9)
         assert r.parts["reg"][0] < 1e-10  # G(w_r; θ) vs itself (batch-size float noise only)
 
 

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
+
+# pytest's per-run temporary folders, scrubbed from notes so reports of two runs compare
+_TMP = re.compile(r"/\S*?pytest-of-[^/\s]+/pytest-\d+/")
 
 COLUMNS = ("area", "case", "images", "done", "quarantined", "failed", "faults_injected",
            "faults_survived", "data_lost", "passed", "note")
@@ -49,6 +53,8 @@ class Recorder:
         unknown = set(values) - {f for f in Row.__dataclass_fields__} - {"test", "passed"}
         if unknown:
             raise TypeError(f"unknown report fields {sorted(unknown)}")
+        if "note" in values:
+            values["note"] = _TMP.sub("<tmp>/", str(values["note"]))
         row = Row(area=area, case=case, test=self.test, **values)
         self.rows.append(row)
         return row

@@ -99,6 +99,7 @@ class _FanOut:
         self.front = 0        # images in align / encode
         self.finished: list[ImageItem] = []
         self.tracking_failed: list[str] = []
+        self.tracking_error: Optional[str] = None   # why the last image was not logged
         self.logged: list[str] = []
         self.guard = guard_for(settings.tracking.uri)
         self.label = label
@@ -149,6 +150,8 @@ class _FanOut:
                 self._submit("log", [item])
                 return
             self.tracking_failed.append(item.image_id)  # server down: reconcile logs it later
+            self.tracking_error = self.tracking_error or (
+                "MLflow server unreachable (a log task failed; waiting for a health probe)")
         self._done(item)
 
     def _done(self, item: ImageItem, from_disk: bool = True) -> None:
@@ -183,6 +186,7 @@ class _FanOut:
                 exc = RuntimeError(str(getattr(state, "message", "task failed")))
             if stage == "log":
                 self.tracking_failed.append(items[0].image_id)
+                self.tracking_error = f"{type(exc).__name__}: {exc}"[:300]
                 if is_transient(exc):
                     self.guard.failed()
                 print(f"warning: MLflow logging failed for {items[0].image_id}: {exc}")
@@ -265,7 +269,8 @@ def invert_shard(input_uri: str, output_uri: str, settings: dict,
     for item in finished:
         counts[item.state] = counts.get(item.state, 0) + 1
     return {"processed": len(finished), "skipped": len(items) - len(todo), "counts": counts,
-            "logged": sorted(fan.logged), "tracking_failed": sorted(fan.tracking_failed)}
+            "logged": sorted(fan.logged), "tracking_failed": sorted(fan.tracking_failed),
+            "tracking_error": fan.tracking_error}
 
 
 def _in_deployment() -> bool:
@@ -354,14 +359,17 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
                     data_dir=data_dir, label=label)
                 if track is not None and isinstance(done, dict):
                     track.logged.update(done.get("logged") or [])
-        tracking: dict[str, Any] = {"tracking": "disabled", "tracking_failed": []}
+                    track.error = done.get("tracking_error") or track.error
+        tracking: dict[str, Any] = {"tracking": "disabled", "tracking_failed": [],
+                                    "tracking_error": None}
         complete = False
         if track is not None:
             rec = reconcile(track, items, s)
             complete = bool(parent) and not rec["tracking_failed"] and not rec["pending"]
             tracking = {"tracking": "ok" if complete else
                         "incomplete" if parent else "unavailable",
-                        "tracking_failed": rec["tracking_failed"]}
+                        "tracking_failed": rec["tracking_failed"],
+                        "tracking_error": None if complete else track.error}
         summary = with_retries(summarize_task, s)(items, output_uri, s, {
             "dataset": dataset, "input": redact_uri(input_uri), "processed": len(todo),
             "skipped": len(items) - len(todo), "seconds": round(time.perf_counter() - t0, 1),

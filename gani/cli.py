@@ -107,7 +107,8 @@ def _run(args: argparse.Namespace) -> int:
         from flows.invert import run_invert
 
         summary = run_invert(args.input, args.out, settings, dataset_name=args.dataset)
-    shown = {k: summary[k] for k in ("counts", "output", "tracking", "tracking_failed")
+    shown = {k: summary[k] for k in ("counts", "output", "tracking", "tracking_failed",
+                                     "tracking_error")
              if k in summary}
     print(json.dumps(shown, indent=2))
     return exit_status(summary)

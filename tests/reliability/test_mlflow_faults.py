@@ -134,6 +134,7 @@ def test_server_stops_mid_run_and_comes_back(workdir, server, reliability):
         note=f"{retried} task retries logged; tracking {summary['tracking']}")
     assert retried >= 1, "no MLflow call met the outage"
     assert summary["tracking"] == "ok" and summary["tracking_failed"] == []
+    assert summary["tracking_error"] is None
     assert disk["not_done"] == [] and disk["corrupt"] == {} and disk["summary_ok"]
     assert ml["problems"] == [] and ml["missing"] == [] and ml["duplicated"] == []
     assert ml["running"] == [] and ml["wrong"] == [] and ml["bad_artifacts"] == []
@@ -175,6 +176,7 @@ def test_server_gone_for_good_then_next_run_logs_the_rest(workdir, server, relia
     assert disk["not_done"] == [] and disk["corrupt"] == {} and disk["unfinished"] == []
     assert summary["tracking"] == "incomplete"
     assert summary["tracking_failed"] and set(summary["tracking_failed"]) < set(w["ids"])
+    assert summary["tracking_error"], "the reason the images were not logged"
     assert "warning: MLflow tracking incomplete" in output
     assert state["finished"] is False and state["parent_run_id"] == summary["mlflow_run_id"]
 
@@ -192,7 +194,7 @@ def test_server_gone_for_good_then_next_run_logs_the_rest(workdir, server, relia
         note=f"logged the {len(summary['tracking_failed'])} images the outage missed under "
              f"the same parent")
     assert again["processed"] == 0 and again["tracking"] == "ok"
-    assert again["tracking_failed"] == []
+    assert again["tracking_failed"] == [] and again["tracking_error"] is None
     assert f"{len(summary['tracking_failed'])} image(s) final on disk without a complete " \
            f"child run" in output2
     assert ml["parent"].info.run_id == summary["mlflow_run_id"]      # resumed, not new
@@ -219,6 +221,7 @@ def test_server_down_at_start(workdir, server, reliability):
     assert retries_seen(output) >= 2
     assert summary["tracking"] == "unavailable" and summary["mlflow_run_id"] is None
     assert sorted(summary["tracking_failed"]) == w["ids"]
+    assert summary["tracking_error"], "why tracking was unavailable"
     assert disk["not_done"] == [] and disk["corrupt"] == {} and disk["summary_ok"]
     assert "is unavailable" in output
 
@@ -232,6 +235,6 @@ def test_server_down_at_start(workdir, server, reliability):
         "remote: MLflow", "next run after MLflow was down at the start", again,
         data_lost=lost_in_mlflow(ml), note="all images logged by reconcile")
     assert again["processed"] == 0 and again["tracking"] == "ok"
-    assert again["tracking_failed"] == []
+    assert again["tracking_failed"] == [] and again["tracking_error"] is None
     assert ml["problems"] == [] and ml["missing"] == [] and ml["duplicated"] == []
     assert ml["running"] == [] and ml["wrong"] == [] and ml["bad_artifacts"] == []

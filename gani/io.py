@@ -23,6 +23,7 @@ S3 credentials and endpoint come from the usual places (AWS_* environment, ~/.aw
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -34,7 +35,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Optional
 
 import fsspec
 
@@ -129,7 +130,10 @@ class NotRegularFileError(OSError):
     block forever (a FIFO without writer) or never end (/dev/zero), so it is not read."""
 
 
-def _read_local(path: str) -> bytes:
+@contextlib.contextmanager
+def _open_regular(path: str) -> Iterator[BinaryIO]:
+    """A local regular file opened for binary reading; anything else raises
+    (IsADirectoryError, NotRegularFileError) without being read."""
     # O_NONBLOCK: opening a FIFO without a writer returns at once instead of blocking;
     # fstat on the open descriptor then tells what it really is (no check-then-open race).
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
@@ -142,9 +146,14 @@ def _read_local(path: str) -> bytes:
                     or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "other")
             raise NotRegularFileError(errno.EINVAL, f"not a regular file ({kind})", path)
         with os.fdopen(fd, "rb", closefd=False) as f:
-            return f.read()
+            yield f
     finally:
         os.close(fd)
+
+
+def _read_local(path: str) -> bytes:
+    with _open_regular(path) as f:
+        return f.read()
 
 
 def read_bytes(uri: str, storage_options: StorageOptions = None) -> bytes:
@@ -168,24 +177,13 @@ def file_hash(uri: str, storage_options: StorageOptions = None,
               chunk: int = 1 << 20) -> str:
     """sha256 of a file or object, read in chunks (constant memory, any size); equal to
     `bytes_hash(read_bytes(uri))`. A local non-regular file raises NotRegularFileError."""
+    if is_remote(uri):
+        fs, path = filesystem(uri, storage_options)
+        opened = fs.open(path, "rb")
+    else:
+        opened = _open_regular(os.path.abspath(_strip_file(str(uri))))
     h = hashlib.sha256()
-    if not is_remote(uri):
-        path = os.path.abspath(_strip_file(str(uri)))
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
-                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
-            if not stat.S_ISREG(mode):
-                raise NotRegularFileError(errno.EINVAL, "not a regular file", path)
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                while block := f.read(chunk):
-                    h.update(block)
-        finally:
-            os.close(fd)
-        return h.hexdigest()
-    fs, path = filesystem(uri, storage_options)
-    with fs.open(path, "rb") as f:
+    with opened as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

@@ -17,7 +17,9 @@
   lifetime peak `resource.getrusage(RUSAGE_SELF).ru_maxrss` is used: exact when the block
   set a new lifetime peak, otherwise only the RSS growth at the end is known and
   `peak_exact` is False (a lower bound). No psutil needed. It is per process: other threads'
-  allocations count too, and nested meters reset each other's high-water mark.
+  allocations count too, and nested meters reset each other's high-water mark. Memory the
+  allocator hands back from its own free lists (freed earlier, still resident) adds no RSS
+  and is not counted: this is the memory the block took from the system.
 """
 from __future__ import annotations
 

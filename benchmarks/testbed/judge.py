@@ -20,10 +20,11 @@ training range, labels known), and real photos: scikit-image's astronaut face cr
 (face 1 of scikit-image's bundled LFW subset: 25 px, greyscale, replicated to RGB), both
 Lanczos-resized to the generator's size.
 
-Start latent: the testbed has no e4e encoder, so every target is first projected
-(`--init wplus`: rosinality's projector in W+, or `--init w`: in W as PTI's pivot; from the
-mean W, `--proj-steps` steps, noise maps kept at G's stored buffers so the start image is
-G(w; θ) with const noise, as every method renders). Every method then starts from that same
+Start latent: every target is first projected (`--init wplus`: rosinality's projector in
+W+, or `--init w`: in W as PTI's pivot; from the mean W, `--proj-steps` steps, noise maps
+kept at G's stored buffers so the start image is G(w; θ) with const noise, as every method
+renders), or encoded by the testbed e4e (`--init e4e`: `e4e_encoder.safetensors` of --run,
+trained by train_encoder.py; the paper's setting). Every method then starts from that same
 latent:
 - `start`: the projected latent alone (no further cost);
 - `projection`: the W+ projector (`--continue-in w`: W) continued from it for the same steps
@@ -175,6 +176,27 @@ def load_run(run: Path) -> tuple:
     dirs = load_torch_file(run / "directions.pt")
     pca = load_torch_file(run / "ganspace_pca.pt")
     return G, reg, dirs, pca, info
+
+
+def encoder_start(run: Path, G, targets: torch.Tensor) -> tuple:
+    """Start latents from the testbed e4e (train_encoder.py): (W+ [N, L, D], init info)."""
+    from gani.testbed.encoder import encode_images, load_encoder
+
+    path = run / "e4e_encoder.safetensors"
+    if not path.is_file():
+        raise SystemExit(f"--init e4e: no encoder at {path} "
+                         "(train it: benchmarks/testbed/train_encoder.py)")
+    E, latent_avg, meta = load_encoder(path)
+    w0 = encode_images(E, latent_avg, targets, meta["input_size"])
+    with torch.no_grad():
+        mse = (G.synthesis(w0, noise_mode="const") - targets).square().mean((1, 2, 3))
+    info = {"method": "e4e (testbed encoder)", "steps": 0,
+            "from": "encoder " + os.path.relpath(path, ROOT),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "encoder_step": meta.get("step"), "encoder_train_s": meta.get("train_s"),
+            "mse_start": [round(float(v), 6) for v in mse], "errors": []}
+    info["mse_end"] = info["mse_start"]
+    return w0, info
 
 
 def _mtime(p: Path) -> str:
@@ -478,17 +500,22 @@ def run_judgement(args) -> dict:
     w_mean = G.mean_latent(4096, generator=torch.Generator().manual_seed(0))
     w_mean = w_mean.unsqueeze(1).repeat(N, L, 1)
     fixed = {"projection.optimize_noise": False, "projection.noise_init": "const"}
-    init_method = "wplus_projection" if args.init == "wplus" else "w_projection"
-    cfg0 = Q.make_cfg(base, fixed, args.proj_steps, N)
-    res0 = tune_images(init_method, G, targets, w_mean, cfg0, loss)
-    w0 = torch.stack([r.latent for r in res0])
-    init = {"method": init_method, "steps": args.proj_steps, "from": "mean W (4096 samples)",
-            "seconds": time.perf_counter() - t,
-            "mse_start": [round(r.parts["rec"][0], 6) for r in res0],
-            "mse_end": [round(r.parts["rec"][-1], 6) for r in res0],
-            "errors": [r.error for r in res0 if r.error]}
+    if args.init == "e4e":
+        w0, init = encoder_start(run, G, targets)
+        init["seconds"] = time.perf_counter() - t
+        init_method = init["method"]
+    else:
+        init_method = "wplus_projection" if args.init == "wplus" else "w_projection"
+        cfg0 = Q.make_cfg(base, fixed, args.proj_steps, N)
+        res0 = tune_images(init_method, G, targets, w_mean, cfg0, loss)
+        w0 = torch.stack([r.latent for r in res0])
+        init = {"method": init_method, "steps": args.proj_steps,
+                "from": "mean W (4096 samples)", "seconds": time.perf_counter() - t,
+                "mse_start": [round(r.parts["rec"][0], 6) for r in res0],
+                "mse_end": [round(r.parts["rec"][-1], 6) for r in res0],
+                "errors": [r.error for r in res0 if r.error]}
     phases["init_projection_s"] = init["seconds"]
-    print(f"start latents: {init_method} {args.proj_steps} steps in {init['seconds']:.1f}s, "
+    print(f"start latents: {init_method} {init['steps']} steps in {init['seconds']:.1f}s, "
           f"MSE {np.mean(init['mse_end']):.4f}", flush=True)
 
     # ---- edit reference on generated samples, and the control (fresh samples, untuned G)
@@ -658,7 +685,7 @@ def markdown(out: dict, stem: str = "judgement") -> str:
         f"{n_by['real']} real photo(s) "
         f"({', '.join(t['name'] for t in out['targets'] if t['split'] == 'real') or 'none'}). "
         f"Start latent for every method: {out['init']['method']}, {out['init']['steps']} steps "
-        f"from the mean W (mean MSE {np.mean(out['init']['mse_end']):.4f}).", "",
+        f"from {out['init']['from']} (mean MSE {np.mean(out['init']['mse_end']):.4f}).", "",
         f"Loss terms: {out['loss_terms']}; skipped: {out['skipped_terms']}. "
         "LPIPS metric: null (no AlexNet weights); the tuning loss is pixel L2 only.", "",
         "Cells: mean ± 95 % CI half-width (Student t over the targets of the split; no ± "
@@ -922,8 +949,9 @@ def main(argv=None) -> int:
     ap.add_argument("--real", default="astronaut,lfw1", help="real photos (astronaut, lfwK)")
     ap.add_argument("--steps", default="100", help="step budgets, comma-separated (100,300)")
     ap.add_argument("--proj-steps", type=int, default=100, help="steps of the start projection")
-    ap.add_argument("--init", choices=["wplus", "w"], default="wplus",
-                    help="start latent: W+ or W projection from the mean W")
+    ap.add_argument("--init", choices=["wplus", "w", "e4e"], default="wplus",
+                    help="start latent: W+ or W projection from the mean W, or the testbed "
+                         "e4e of --run (train_encoder.py)")
     ap.add_argument("--continue-in", choices=["wplus", "w"], default="wplus",
                     help="space of the `projection` row (continued from the start)")
     ap.add_argument("--methods", default="", help=f"comma-separated; default {DEFAULT_METHODS}; "

@@ -179,3 +179,36 @@ def test_judge_end_to_end(tiny_run, tmp_path):
     assert ctl["n"] == 3 and math.isfinite(ctl["mean"])
     md = (out / "judgement.md").read_text()
     assert "held-out faces" in md and "| gani |" in md and "LPIPS metric: null" in md
+
+
+def test_judge_from_the_testbed_encoder(tiny_run, tmp_path):
+    """--init e4e: every method starts from the encoder's codes, recorded with its hash."""
+    from gani.models.stylegan2 import Generator
+    from gani.testbed.encoder import EncoderConfig, EncoderTrainer
+
+    J = _judge()
+    run = tmp_path / "run"
+    run.mkdir()
+    for f in tiny_run.iterdir():
+        (run / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "out"
+    args = ["--run", str(run), "--out", str(out), "--targets", "1,1", "--real", "astronaut",
+            "--steps", "2", "--methods", "start,pti", "--n-pop", "200", "--n-ref", "8",
+            "--n-control", "2", "--ganspace", "1", "--min-ref-effect", "0", "--no-plots",
+            "--init", "e4e", "--equal-time-run", "none"]
+    with pytest.raises(SystemExit, match="no encoder"):
+        J.main(args)
+    G = Generator(**json.loads((run / "generator.json").read_text())).eval()
+    tr = EncoderTrainer(G, EncoderConfig(width_div=16, batch=4, n_train=8))
+    tr.train_step()
+    tr.E.eval()
+    tr.save_encoder(run / "e4e_encoder.safetensors")
+    assert J.main(args) == 0
+    rep = json.loads((out / "judgement.json").read_text())
+    assert rep["init"]["method"] == "e4e (testbed encoder)" and rep["init"]["steps"] == 0
+    assert rep["init"]["encoder_step"] == 1 and len(rep["init"]["sha256"]) == 64
+    methods = rep["budgets"]["2"]["methods"]
+    start = [c[0] for c in methods["start"]["curves"]]
+    assert start == pytest.approx(rep["init"]["mse_start"], rel=1e-4)
+    assert [c[0] for c in methods["pti"]["curves"]] == pytest.approx(start, rel=1e-5)
+    assert "e4e (testbed encoder), 0 steps from encoder" in (out / "judgement.md").read_text()

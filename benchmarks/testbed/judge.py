@@ -5,8 +5,9 @@
     .venv/bin/python benchmarks/testbed/judge.py --out /tmp/j --targets 2,2 --steps 10 \
         --proj-steps 10                                     # dev check (~2 min)
     .venv/bin/python benchmarks/testbed/judge.py --steps 300 --tag 300 \
-        --methods start,projection,pti,gani                         # ~26 min
+        --methods start,projection,pti,gani                         # ~30 min
     .venv/bin/python benchmarks/testbed/judge.py --init w --tag winit   # PTI's W pivot
+    .venv/bin/python benchmarks/testbed/judge.py --init e4e --tag e4e   # the testbed e4e
     .venv/bin/python benchmarks/testbed/judge.py --targets 1,1 --real astronaut --steps 10
 
 Generator: `g_ema.safetensors` + `generator.json` of --run (benchmarks/testbed/runs/cpu32),

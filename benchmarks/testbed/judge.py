@@ -193,7 +193,7 @@ def encoder_start(run: Path, G, targets: torch.Tensor) -> tuple:
         mse = (G.synthesis(w0, noise_mode="const") - targets).square().mean((1, 2, 3))
     info = {"method": "e4e (testbed encoder)", "steps": 0,
             "from": "encoder " + os.path.relpath(path, ROOT),
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "sha256": meta["sha256"],
             "encoder_step": meta.get("step"), "encoder_train_s": meta.get("train_s"),
             "mse_start": [round(float(v), 6) for v in mse], "errors": []}
     info["mse_end"] = info["mse_start"]

@@ -45,7 +45,7 @@ def evaluate(G, run: Path, out: Path, n: int = 256) -> dict:
         x = to_tensor(render_split(0, split, k, G.size)[0])
         t = time.perf_counter()
         w = encode_images(E, latent_avg, x, size)
-        res[f"encode_s_per_image"] = (time.perf_counter() - t) / k
+        res["encode_s_per_image"] = (time.perf_counter() - t) / k
         rec = render_w(G, w)
         res[f"mse_{split}"] = float((rec - x).square().mean())
         res[f"delta_norm_{split}"] = float((w - w[:, :1]).norm(dim=2)[:, 1:].mean())
@@ -116,9 +116,7 @@ def main(argv=None) -> int:
             left = (t_end - time.time()) / 60
             trainer.train(min(args.max_steps, trainer.step + args.ckpt_every), minutes=left,
                           on_log=on_log)
-            tmp = state.with_name(state.name + ".tmp")
-            torch.save(trainer.state(), tmp)
-            tmp.replace(state)
+            trainer.save_state(state)
             trainer.save_encoder(run / "e4e_encoder.safetensors")
         log.write(json.dumps({"event": "end", "step": trainer.step,
                               "train_s": round(trainer.elapsed, 1)}) + "\n")

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import io
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from ..io import write_bytes, write_json
 from ..models.e4e import E4EEncoder
 from .faces import render_split, to_tensor
 
@@ -143,6 +145,12 @@ class EncoderTrainer:
         self.gen.set_state(st["rng"])
         torch.set_rng_state(st["torch_rng"])
 
+    def save_state(self, path: Path) -> None:
+        """The resume state (``state()``), written atomically."""
+        buf = io.BytesIO()
+        torch.save(self.state(), buf)
+        write_bytes(str(path), buf.getvalue())
+
     def save_encoder(self, path: Path) -> None:
         """encoder weights + latent_avg as safetensors, config as JSON next to it."""
         save_encoder(self.E, self.latent_avg, self.cfg, path,
@@ -151,28 +159,27 @@ class EncoderTrainer:
 
 def save_encoder(E: E4EEncoder, latent_avg: torch.Tensor, cfg: EncoderConfig, path: Path,
                  extra: Optional[dict] = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     sd = {f"encoder.{k}": v.detach().cpu().contiguous() for k, v in E.state_dict().items()}
     sd["latent_avg"] = latent_avg.detach().cpu().contiguous()
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp))
-    os.replace(tmp, path)
-    meta = {"n_styles": E.n_styles, "style_dim": E.style_dim, **dataclasses.asdict(cfg),
-            **(extra or {})}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp, path.with_suffix(".json"))
+    write_bytes(str(path), save(sd))
+    write_json(str(path.with_suffix(".json")), {
+        "n_styles": E.n_styles, "style_dim": E.style_dim, **dataclasses.asdict(cfg),
+        **(extra or {})})
 
 
 def load_encoder(path: Path) -> tuple[E4EEncoder, torch.Tensor, dict]:
-    """(encoder in eval mode, latent_avg [L, D], its JSON config) from save_encoder's files."""
-    from safetensors.torch import load_file
+    """(encoder in eval mode, latent_avg [L, D], its JSON config) from save_encoder's files;
+    the config gets ``sha256`` of the weights file, hashed from the bytes that were loaded."""
+    from safetensors.torch import load
 
     path = Path(path)
     meta = json.loads(path.with_suffix(".json").read_text())
-    sd = load_file(str(path))
+    raw = path.read_bytes()
+    meta["sha256"] = hashlib.sha256(raw).hexdigest()
+    sd = load(raw)
     E = E4EEncoder(n_styles=meta["n_styles"], style_dim=meta["style_dim"],
                    width_div=meta["width_div"])
     E.load_state_dict({k[len("encoder."):]: v for k, v in sd.items()

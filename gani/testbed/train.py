@@ -9,16 +9,17 @@ As in StyleGAN2 (config F without path-length regularisation by default):
   ``ema_rampup`` fraction of the images seen (StyleGAN2-ADA's rule).
 
 Resumable: ``Trainer.save(path)`` writes G, D, g_ema, both optimizers, the step, images seen,
-elapsed time and every RNG state (torch CPU, data sampler, mixing) atomically (tmp + rename);
-``Trainer.load(path)`` restores them so training continues from the saved step.
+elapsed time and every RNG state (torch CPU, data sampler, mixing) atomically
+(gani.io.write_bytes); ``Trainer.load(path)`` restores them so training continues from the
+saved step.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io import write_bytes
 from .discriminator import Discriminator
 from .faces import render_split, save_grid, to_tensor, to_uint8
 
@@ -84,20 +86,16 @@ def r1_penalty(D, real):
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(str(path), buf.getvalue())
 
 
 def save_g_ema_safetensors(g_ema, path: Path) -> None:
     """g_ema's state dict (official `g_ema` keys) as safetensors, atomically."""
-    from safetensors.torch import save_file
-    path = Path(path)
+    from safetensors.torch import save
     sd = {k: v.detach().cpu().contiguous() for k, v in g_ema.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp))
-    os.replace(tmp, path)
+    write_bytes(str(path), save(sd))
 
 
 class Trainer:

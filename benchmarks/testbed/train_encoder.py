@@ -34,6 +34,11 @@ from gani.testbed.encoder import (EncoderConfig, EncoderTrainer, encode_images, 
 from gani.testbed.faces import render_split, save_grid, to_tensor, to_uint8  # noqa: E402
 
 
+def mean_delta_norm(w: torch.Tensor) -> float:
+    """Mean ‖ŵ_i − ŵ_0‖ over the entries i ≥ 1 of W+ codes [N, L, D]."""
+    return float((w[:, 1:] - w[:, :1]).norm(dim=2).mean())
+
+
 def evaluate(G, run: Path, out: Path, n: int = 256) -> dict:
     from gani.testbed.directions import render_w, sample_w
 
@@ -48,7 +53,7 @@ def evaluate(G, run: Path, out: Path, n: int = 256) -> dict:
         res["encode_s_per_image"] = (time.perf_counter() - t) / k
         rec = render_w(G, w)
         res[f"mse_{split}"] = float((rec - x).square().mean())
-        res[f"delta_norm_{split}"] = float((w - w[:, :1]).norm(dim=2)[:, 1:].mean())
+        res[f"delta_norm_{split}"] = mean_delta_norm(w)
         res["n"][split] = k
         grid += [to_uint8(x[:16]), to_uint8(rec[:16])]
     wt = sample_w(G, n, seed=123)
@@ -57,7 +62,7 @@ def evaluate(G, run: Path, out: Path, n: int = 256) -> dict:
     res["mse_generated"] = float((render_w(G, w) - x).square().mean())
     res["latent_mse_generated"] = float((w - wt[:, None]).square().mean())
     res["latent_mse_generated_mean_w"] = float((latent_avg[None] - wt[:, None]).square().mean())
-    res["delta_norm_generated"] = float((w - w[:, :1]).norm(dim=2)[:, 1:].mean())
+    res["delta_norm_generated"] = mean_delta_norm(w)
     res["n"]["generated"] = n
     out.mkdir(parents=True, exist_ok=True)
     (out / "testbed_e4e.json").write_text(json.dumps(res, indent=1) + "\n")

@@ -4,7 +4,8 @@ FD(A, B) = ‖μ_A − μ_B‖² + tr(Σ_A + Σ_B − 2 (Σ_A Σ_B)^{1/2}) on fe
 Two feature extractors, both fixed and small (no downloads):
 
 - ``regressor``: the 128-d penultimate features of the attribute regressor trained on the
-  procedural data (``gani.testbed.attributes``) — semantically tuned to this distribution;
+  procedural data (``benchmarks.testbed.core.attributes``) — semantically tuned to this
+  distribution;
 - ``randconv``: a fixed, seeded random conv net (3 conv layers, LeakyReLU, avg-pool; 4×4
   spatial pooling of the last 32 channels plus global pooling of all three → 176-d) —
   depends on nothing trained, so it is comparable across sessions.

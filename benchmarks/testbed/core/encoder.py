@@ -32,8 +32,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ..io import write_bytes, write_json
-from ..models.e4e import E4EEncoder
+from gani.io import write_bytes, write_json
+from gani.models.e4e import E4EEncoder
 from .faces import render_split, to_tensor
 
 

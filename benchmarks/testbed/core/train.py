@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import write_bytes
+from gani.io import write_bytes
 from .discriminator import Discriminator
 from .faces import render_split, save_grid, to_tensor, to_uint8
 

@@ -7,7 +7,7 @@ held-out R² per attribute: 1 − SSE/SST on the test split, where 0 is chance (
 mean) and 1 is perfect.
 
 Its 128-d penultimate features (global-average-pooled last conv) also serve as the feature
-space of the testbed's Fréchet distance (``gani.testbed.sanity``).
+space of the testbed's Fréchet distance (``benchmarks.testbed.core.sanity``).
 """
 from __future__ import annotations
 

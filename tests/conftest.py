@@ -8,6 +8,7 @@
   server) for the session, with PREFECT_HOME in a temp folder.
 - `mlflow_sqlite`: a tracking URI `sqlite:///<tmp>/mlflow.db` (artifacts under <tmp>).
 - `tiny_settings`: the demo profile shrunk to run in seconds on 2 CPU cores.
+- `tiny_g`: a tiny stand-in generator (tests/tiny_generator.py) for editing and metrics.
 """
 from __future__ import annotations
 
@@ -102,3 +103,10 @@ def tiny_settings():
     from gani.config import load_settings
 
     return shrink(load_settings(ROOT / "params.yaml", "demo"))
+
+
+@pytest.fixture
+def tiny_g():
+    from tests.tiny_generator import TinyGenerator
+
+    return TinyGenerator()

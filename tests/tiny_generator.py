@@ -1,5 +1,6 @@
-"""A tiny stand-in generator with the gani.models.Generator interface used by editing."""
-import pytest
+"""A tiny stand-in generator with the gani.models.Generator interface that editing and metrics
+use (mapping, synthesis with weight deltas, mean_latent); the `tiny_g` fixture of
+tests/conftest.py builds one."""
 import torch
 import torch.nn.functional as F
 
@@ -32,8 +33,3 @@ class TinyGenerator(torch.nn.Module):
 
     def mean_latent(self, n):
         return self.mapping(torch.randn(n, self.style_dim)).mean(0, keepdim=True)
-
-
-@pytest.fixture
-def tiny_g():
-    return TinyGenerator()

@@ -2,9 +2,9 @@
 
 One command (CPU, 1 thread, a few minutes per suite):
 
-    .venv/bin/python benchmarks/quality/run.py --suite main
-    .venv/bin/python benchmarks/quality/run.py --suite ablations
-    .venv/bin/python benchmarks/quality/run.py --suite main --generator testbed   # trained G
+    .venv/bin/python -m benchmarks.quality.run --suite main
+    .venv/bin/python -m benchmarks.quality.run --suite ablations
+    .venv/bin/python -m benchmarks.quality.run --suite main --generator testbed   # trained G
 
 Generators: `demo` — a seeded random StyleGAN2 (rosinality layout; 64 px, style_dim 128,
 n_mlp 4, channel multiplier 1, channel_max 64 by default); `testbed` — the generator trained
@@ -28,21 +28,19 @@ import argparse
 import json
 import math
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from gani.config import read_params
+from gani.config.schema import TuneSection
+from gani.losses import SimilarityLoss
+from gani.models.stylegan2 import Generator
+from gani.tuning import render, tune_images
 
-from gani.config import read_params  # noqa: E402
-from gani.config.schema import TuneSection  # noqa: E402
-from gani.losses import SimilarityLoss  # noqa: E402
-from gani.models.stylegan2 import Generator  # noqa: E402
-from gani.tuning import render, tune_images  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 # name → (method, overrides of the params.yaml tune section). GANI variants start from the
 # repo defaults, so "gani" is always what `tune.method=gani` runs.
@@ -141,7 +139,7 @@ def make_targets(G, kind: str, seed: int = 0):
     w_mean = G.mean_latent(4096, generator=torch.Generator().manual_seed(seed))
     names, xs, ws = [], [], []
     if kind == "testbed":
-        from gani.testbed.faces import make_face, to_tensor
+        from benchmarks.testbed.core.faces import make_face, to_tensor
 
         for name, split, idx in [("face (held-out)", "test", 0), ("face (held-out) 2", "test", 1),
                                  ("face (shifted split)", "shifted", 0)]:

@@ -1,7 +1,7 @@
 """Run the reliability suite (tests/reliability) and write its report table.
 
-    .venv/bin/python benchmarks/reliability/run.py            # -> benchmarks/reliability/results/
-    .venv/bin/python benchmarks/reliability/run.py -k crash   # extra arguments go to pytest
+    .venv/bin/python -m benchmarks.reliability.run            # -> benchmarks/reliability/results/
+    .venv/bin/python -m benchmarks.reliability.run -k crash   # extra arguments go to pytest
 
 Every case builds its own bad input or injects its own fault (see tests/reliability/); the
 table lists cases tried, images done / quarantined / failed, faults injected and survived,

@@ -1,8 +1,8 @@
 """Tuning speed: s/step and images/hour vs batch size, GMM overhead vs PTI, peak memory.
 
-    .venv/bin/python benchmarks/speed/run.py                      # CPU, 64 px demo-size G
-    .venv/bin/python benchmarks/speed/run.py --device cuda --size 1024 --dtype bf16
-    .venv/bin/python benchmarks/speed/run.py --device cuda --size 256 --dtype fp32
+    .venv/bin/python -m benchmarks.speed.run                      # CPU, 64 px demo-size G
+    .venv/bin/python -m benchmarks.speed.run --device cuda --size 1024 --dtype bf16
+    .venv/bin/python -m benchmarks.speed.run --device cuda --size 256 --dtype fp32
 
 A seeded random StyleGAN2 of the official architecture at --size (channel multiplier 2,
 channel_max 512 on CUDA; on CPU the demo shape: multiplier 1, channel_max 64, style_dim 128
@@ -27,15 +27,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from gani.config import read_params
+from gani.config.schema import TuneSection
+from gani.losses import SimilarityLoss
+from gani.metrics import ResourceMeter
+from gani.models.stylegan2 import Generator
+from gani.tuning import TuningOOM, tune_images
 
-from gani.config import read_params  # noqa: E402
-from gani.config.schema import TuneSection  # noqa: E402
-from gani.losses import SimilarityLoss  # noqa: E402
-from gani.metrics import ResourceMeter  # noqa: E402
-from gani.models.stylegan2 import Generator  # noqa: E402
-from gani.tuning import TuningOOM, tune_images  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 FULL_STEPS = {"gani": 300, "pti": 350}
 
@@ -53,9 +52,9 @@ def timed(method, G, x, w, cfg, loss, steps, device):
 def cpu_peak(argv, method: str, batch: int):
     import subprocess
 
-    cmd = [sys.executable, __file__, *(argv if argv is not None else sys.argv[1:]),
-           "--peak-only", f"{method},{batch}"]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    args = argv if argv is not None else sys.argv[1:]
+    cmd = [sys.executable, "-m", "benchmarks.speed.run", *args, "--peak-only", f"{method},{batch}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(res.stdout.strip().splitlines()[-1])["peak_mem_bytes"]
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate a testbed run: attribute regressor, sanity FD, directions, edit specificity.
 
-    .venv/bin/python benchmarks/testbed/evaluate.py --run benchmarks/testbed/runs/cpu32
+    .venv/bin/python -m benchmarks.testbed.evaluate --run benchmarks/testbed/runs/cpu32
 
 Reads runs/<name>/g_ema.safetensors + generator.json (strict load into Generator) and
 checkpoint.pt (steps, training time; optional). Writes:
@@ -23,17 +23,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from benchmarks.testbed.core import attributes as A
+from benchmarks.testbed.core import directions as Dn
+from benchmarks.testbed.core import sanity as S
+from benchmarks.testbed.core.faces import (ATTRIBUTES, TRAIN_RANGE, render_split, save_grid,
+                                           to_tensor, to_uint8)
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from gani.testbed import attributes as A  # noqa: E402
-from gani.testbed import directions as Dn  # noqa: E402
-from gani.testbed import sanity as S  # noqa: E402
-from gani.testbed.faces import (ATTRIBUTES, TRAIN_RANGE, render_split, save_grid,  # noqa: E402
-                                to_tensor, to_uint8)
 
 
 def load_run_generator(run: Path):

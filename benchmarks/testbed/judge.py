@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """The judgement: GANI vs PTI vs W+ projection on the trained testbed generator, with edits.
 
-    .venv/bin/python benchmarks/testbed/judge.py        # 8 + 4 + 2 targets, 100 steps (~20 min)
-    .venv/bin/python benchmarks/testbed/judge.py --out /tmp/j --targets 2,2 --steps 10 \
+    .venv/bin/python -m benchmarks.testbed.judge    # 8 + 4 + 2 targets, 100 steps (~20 min)
+    .venv/bin/python -m benchmarks.testbed.judge --out /tmp/j --targets 2,2 --steps 10 \
         --proj-steps 10                                     # dev check (~2 min)
-    .venv/bin/python benchmarks/testbed/judge.py --steps 300 --tag 300 \
+    .venv/bin/python -m benchmarks.testbed.judge --steps 300 --tag 300 \
         --methods start,projection,pti,gani                         # ~30 min
-    .venv/bin/python benchmarks/testbed/judge.py --init w --tag winit   # PTI's W pivot
-    .venv/bin/python benchmarks/testbed/judge.py --init e4e --tag e4e   # the testbed e4e
-    .venv/bin/python benchmarks/testbed/judge.py --targets 1,1 --real astronaut --steps 10
+    .venv/bin/python -m benchmarks.testbed.judge --init w --tag winit   # PTI's W pivot
+    .venv/bin/python -m benchmarks.testbed.judge --init e4e --tag e4e   # the testbed e4e
+    .venv/bin/python -m benchmarks.testbed.judge --targets 1,1 --real astronaut --steps 10
 
 Generator: `g_ema.safetensors` + `generator.json` of --run (benchmarks/testbed/runs/cpu32),
 with its `regressor.pt` (attribute regressor), `directions.pt` (InterFaceGAN-style directions)
@@ -31,7 +31,7 @@ latent:
 - `projection`: the W+ projector (`--continue-in w`: W) continued from it for the same steps
   (a fresh schedule, no latent noise, noise maps fixed): the "invert better, keep G"
   alternative, drift 0;
-- `pti`, `gani` (repo defaults) and the GANI variants of benchmarks/quality/run.py.
+- `pti`, `gani` (repo defaults) and the GANI variants of ``benchmarks.quality.run``.
 
 Budgets: equal steps (`--steps`, every method) and equal wall time, PTI's wall time for
 N steps. For the methods in `--equal-time-run` (default `projection,gani`; `all`, `none`) it
@@ -39,7 +39,7 @@ is really run: the method is run again with k = round(PTI's seconds / its measur
 steps and that state is evaluated fully (its actual seconds are recorded next to PTI's; the
 projector plans its schedule for k steps). For the others the raw MSE is read off the N-step
 loss curve at the step where PTI's time is used up (capped at N), as
-benchmarks/quality/run.py does — exact for GANI and PTI (Adam, no schedule: a k-step run is
+``benchmarks.quality.run`` does — exact for GANI and PTI (Adam, no schedule: a k-step run is
 the first k steps of the N-step run), but it gives no drift or edit numbers at that budget.
 Timings: one torch thread (`--threads`), one batch of all targets per method.
 
@@ -50,22 +50,23 @@ the raw training MSE at the generator's resolution. The tuning loss is the pixel
 `SimilarityLoss` skips LPIPS / identity / parsing without their weights (recorded in the
 JSON as `skipped_terms`).
 
-Edits (gani.testbed.directions.edit_deltas / edit_preservation): every InterFaceGAN direction
-and the first `--ganspace` GANSpace components, w ± α·σ_d·d on all W+ rows (α = --strength,
-σ_d the std of 2 000 generated W codes along d), rendered with the *tuned* generator; the
-attribute regressor reads every image; Δ = per-σ_d change of each attribute in units of its
-std over the reference samples. Reference: the same edit on `--n-ref` generated samples of the
-untuned generator. Per target and direction: ratio = Δ_target / Δ_ref,target (1 = the edit
-works as on samples), leakage = mean |Δ| of the other attributes (reference: ref_leakage),
-deviation = mean |Δ − Δ_ref| over the others. GANSpace components have no named attribute:
-their target is the attribute they move most on samples. Directions whose reference effect
-is below --min-ref-effect, or whose sign consistency (the share of reference samples on
-which the edit moves its target the average way) is below --min-consistency, are left out
-of the means (ratios of tiny or non-linear effects, e.g. hues, are noise). Edit change vs
-start: mean |Δ − Δ_start| over all attributes, Δ_start the same edit at the start latent with
-the untuned G — what tuning (or moving the latent) did to the edits, no ratio involved. A
-control row measures fresh generated samples with the untuned generator the same way (its
-ratio is ≈ 1 up to sampling noise: the yardstick for "preserved").
+Edits (benchmarks.testbed.core.directions: edit_deltas / edit_preservation): every
+InterFaceGAN direction and the first `--ganspace` GANSpace components, w ± α·σ_d·d on all W+
+rows (α = --strength, σ_d the std of 2 000 generated W codes along d), rendered with the
+*tuned* generator; the attribute regressor reads every image; Δ = per-σ_d change of each
+attribute in units of its std over the reference samples. Reference: the same edit on
+`--n-ref` generated samples of the untuned generator. Per target and direction: ratio =
+Δ_target / Δ_ref,target (1 = the edit works as on samples), leakage = mean |Δ| of the other
+attributes (reference: ref_leakage), deviation = mean |Δ − Δ_ref| over the others. GANSpace
+components have no named attribute: their target is the attribute they move most on samples.
+Directions whose reference effect is below --min-ref-effect, or whose sign consistency (the
+share of reference samples on which the edit moves its target the average way) is below
+--min-consistency, are left out of the means (ratios of tiny or non-linear effects, e.g.
+hues, are noise). Edit change vs start: mean |Δ − Δ_start| over all attributes, Δ_start the
+same edit at the start latent with the untuned G — what tuning (or moving the latent) did to
+the edits, no ratio involved. A control row measures fresh generated samples with the
+untuned generator the same way (its ratio is ≈ 1 up to sampling noise: the yardstick for
+"preserved").
 
 Attribute fidelity (procedural targets): mean over attributes of |regressor(reconstruction)
 − true label| / label std (training labels); the floor is the same for the target image
@@ -81,7 +82,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -90,28 +90,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from benchmarks.quality import run as Q
+from benchmarks.testbed.core import directions as Dn
+from benchmarks.testbed.core.faces import (labels_vector, make_face, save_grid, to_tensor,
+                                           to_uint8)
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from gani.testbed import directions as Dn  # noqa: E402
-from gani.testbed.faces import (labels_vector, make_face, save_grid, to_tensor,  # noqa: E402
-                                to_uint8)
-
-
-def _load_quality_harness():
-    spec = importlib.util.spec_from_file_location("gani_quality_run",
-                                                  ROOT / "benchmarks/quality/run.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-Q = _load_quality_harness()
 _LITERAL = next(k for k in Q.ABLATIONS if k.startswith("gani literal"))
 
 # display name → (tune method, overrides of params.yaml's tune section). "start" and
@@ -145,7 +133,7 @@ def load_run(run: Path) -> tuple:
     from safetensors.torch import load as st_load
 
     from gani.models.stylegan2 import Generator
-    from gani.testbed.attributes import load_regressor
+    from benchmarks.testbed.core.attributes import load_regressor
     from gani.checkpoints.io import load_torch_file
 
     raw = (run / "g_ema.safetensors").read_bytes()     # read once: hash == what is loaded
@@ -170,7 +158,7 @@ def load_run(run: Path) -> tuple:
     info["stale_directions"] = stale
     if stale:
         info["stale_note"] = (f"{stale} older than g_ema.safetensors: fitted on an earlier "
-                              "generator (rerun benchmarks/testbed/evaluate.py). The edit "
+                              "generator (rerun benchmarks.testbed.evaluate). The edit "
                               "reference is measured on this generator, so ratios stay "
                               "self-consistent, but directions may be less specific.")
     reg = load_regressor(run / "regressor.pt")
@@ -181,12 +169,12 @@ def load_run(run: Path) -> tuple:
 
 def encoder_start(run: Path, G, targets: torch.Tensor) -> tuple:
     """Start latents from the testbed e4e (train_encoder.py): (W+ [N, L, D], init info)."""
-    from gani.testbed.encoder import encode_images, load_encoder
+    from benchmarks.testbed.core.encoder import encode_images, load_encoder
 
     path = run / "e4e_encoder.safetensors"
     if not path.is_file():
         raise SystemExit(f"--init e4e: no encoder at {path} "
-                         "(train it: benchmarks/testbed/train_encoder.py)")
+                         "(train it: python -m benchmarks.testbed.train_encoder)")
     E, latent_avg, meta = load_encoder(path)
     w0 = encode_images(E, latent_avg, targets, meta["input_size"])
     with torch.no_grad():

@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """Train the testbed StyleGAN2 on the procedural faces: one command, resumable.
 
-    .venv/bin/python benchmarks/testbed/train.py --minutes 50            # new run "cpu32"
-    .venv/bin/python benchmarks/testbed/train.py --minutes 50 --resume   # continue it
-    .venv/bin/python benchmarks/testbed/train.py --device cuda --minutes 30 --name gpu32
+    .venv/bin/python -m benchmarks.testbed.train --minutes 50            # new run "cpu32"
+    .venv/bin/python -m benchmarks.testbed.train --minutes 50 --resume   # continue it
+    .venv/bin/python -m benchmarks.testbed.train --device cuda --minutes 30 --name gpu32
 
 Writes benchmarks/testbed/runs/<name>/: checkpoint.pt (full resume state), g_ema.safetensors
 (official g_ema key layout; `Generator(**generator.json)` loads it strictly), generator.json,
 config.json, samples/step_*.png, log.jsonl. At the end (unless --no-eval) it runs
-benchmarks/testbed/evaluate.py on the run (regressor, sanity FD, directions, report).
+benchmarks.testbed.evaluate on the run (regressor, sanity FD, directions, report).
 With --resume the architecture and hyper-parameters come from the checkpoint.
 """
 from __future__ import annotations
@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from benchmarks.testbed.core.train import TrainConfig, Trainer, train
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
-
-import torch  # noqa: E402
-
-from gani.testbed.train import TrainConfig, Trainer, train  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -101,7 +100,7 @@ def main(argv=None) -> int:
     print(f"stopped at step {res['step']} ({res['kimg']:.1f} kimg, {res['train_s'] / 60:.1f} "
           f"train-minutes in total)", flush=True)
     if not args.no_eval:
-        from evaluate import main as evaluate_main  # benchmarks/testbed/evaluate.py
+        from benchmarks.testbed.evaluate import main as evaluate_main
         return evaluate_main(["--run", str(run_dir), "--device", args.device,
                               "--threads", str(args.threads)])
     return 0

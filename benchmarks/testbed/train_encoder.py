@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Train a small e4e for the testbed generator (gani/testbed/encoder.py), then evaluate it.
+"""Train a small e4e for the testbed generator (``benchmarks.testbed.core.encoder``), then
+evaluate it.
 
-    .venv/bin/python benchmarks/testbed/train_encoder.py --minutes 30           # new
-    .venv/bin/python benchmarks/testbed/train_encoder.py --minutes 20 --resume  # continue
-    .venv/bin/python benchmarks/testbed/train_encoder.py --eval-only
+    .venv/bin/python -m benchmarks.testbed.train_encoder --minutes 30           # new
+    .venv/bin/python -m benchmarks.testbed.train_encoder --minutes 20 --resume  # continue
+    .venv/bin/python -m benchmarks.testbed.train_encoder --eval-only
 
 Reads the generator of --run (runs/cpu32). Writes there: e4e_encoder.safetensors (weights in
 the official `encoder.*` key layout + latent_avg) and e4e_encoder.json (config, step, train
@@ -22,16 +23,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from benchmarks.testbed.core.encoder import (EncoderConfig, EncoderTrainer, encode_images,
+                                             load_encoder)
+from benchmarks.testbed.core.faces import render_split, save_grid, to_tensor, to_uint8
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(HERE))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from gani.testbed.encoder import (EncoderConfig, EncoderTrainer, encode_images,  # noqa: E402
-                                  load_encoder)
-from gani.testbed.faces import render_split, save_grid, to_tensor, to_uint8  # noqa: E402
 
 
 def mean_delta_norm(w: torch.Tensor) -> float:
@@ -40,7 +39,7 @@ def mean_delta_norm(w: torch.Tensor) -> float:
 
 
 def evaluate(G, run: Path, out: Path, n: int = 256) -> dict:
-    from gani.testbed.directions import render_w, sample_w
+    from benchmarks.testbed.core.directions import render_w, sample_w
 
     E, latent_avg, meta = load_encoder(run / "e4e_encoder.safetensors")
     size = meta["input_size"]
@@ -85,7 +84,7 @@ def main(argv=None) -> int:
         ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from judge import hardware, load_run  # benchmarks/testbed/judge.py
+    from benchmarks.testbed.judge import hardware, load_run
 
     run, out = Path(args.run), Path(args.out)
     G = load_run(run)[0]

@@ -1,14 +1,15 @@
-"""The testbed e4e (gani/testbed/encoder.py): schedule, encoding, training, files, e4e layout."""
+"""The testbed e4e (benchmarks.testbed.core.encoder): schedule, encoding, training, files,
+e4e layout."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from benchmarks.testbed.core import faces as Fc
+from benchmarks.testbed.core.encoder import (EncoderConfig, EncoderTrainer, delta_mask, encode,
+                                             encode_images, load_encoder)
 from gani.models.e4e import e4e_checkpoint, load_e4e_checkpoint
 from gani.models.stylegan2 import Generator
-from gani.testbed import faces as Fc
-from gani.testbed.encoder import (EncoderConfig, EncoderTrainer, delta_mask, encode,
-                                  encode_images, load_encoder)
 
 torch.set_num_threads(1)
 

@@ -1,27 +1,17 @@
-"""The judgement benchmark (benchmarks/testbed/judge.py) end to end on a tiny random run, and
-the edit-preservation pieces of gani.testbed.directions."""
+"""The judgement benchmark (benchmarks.testbed.judge) end to end on a tiny random run, and
+the edit-preservation pieces of benchmarks.testbed.core.directions."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from gani.testbed import directions as Dn
+from benchmarks.testbed import judge as J
+from benchmarks.testbed.core import directions as Dn
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _judge():
-    spec = importlib.util.spec_from_file_location("testbed_judge",
-                                                  ROOT / "benchmarks/testbed/judge.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # ---------------------------------------------------------------- pieces
@@ -57,7 +47,6 @@ def test_edit_deltas_exact_on_a_linear_toy():
 
 
 def test_spread_ci():
-    J = _judge()
     s = J.spread([1.0, 2.0, 3.0, None, float("nan")])
     assert s["n"] == 3 and s["mean"] == pytest.approx(2.0) and s["std"] == pytest.approx(1.0)
     assert s["ci95"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
@@ -71,8 +60,8 @@ def tiny_run(tmp_path_factory):
     from safetensors.torch import save_file
 
     from gani.models.stylegan2 import Generator
-    from gani.testbed import faces as Fc
-    from gani.testbed.attributes import save_regressor, train_regressor
+    from benchmarks.testbed.core import faces as Fc
+    from benchmarks.testbed.core.attributes import save_regressor, train_regressor
 
     run = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
@@ -101,7 +90,6 @@ def test_untuned_generator_edit_ratio_is_one_on_its_own_samples(tiny_run):
     from gani.tuning import render
     from gani.tuning.result import TunedImage
 
-    J = _judge()
     G, reg, ifg, pca, _ = J.load_run(tiny_run)
     ctx = J.EditContext(G, reg, ifg, pca, n_ganspace=2, strength=1.5, n_pop=200, n_ref=6,
                         min_ref_effect=0.0)
@@ -119,7 +107,6 @@ def test_untuned_generator_edit_ratio_is_one_on_its_own_samples(tiny_run):
 
 
 def test_judge_end_to_end(tiny_run, tmp_path):
-    J = _judge()
     out = tmp_path / "out"
     rc = J.main(["--run", str(tiny_run), "--out", str(out), "--targets", "1,1",
                  "--real", "astronaut", "--steps", "3", "--proj-steps", "3",
@@ -184,9 +171,8 @@ def test_judge_end_to_end(tiny_run, tmp_path):
 def test_judge_from_the_testbed_encoder(tiny_run, tmp_path):
     """--init e4e: every method starts from the encoder's codes, recorded with its hash."""
     from gani.models.stylegan2 import Generator
-    from gani.testbed.encoder import EncoderConfig, EncoderTrainer
+    from benchmarks.testbed.core.encoder import EncoderConfig, EncoderTrainer
 
-    J = _judge()
     run = tmp_path / "run"
     run.mkdir()
     for f in tiny_run.iterdir():

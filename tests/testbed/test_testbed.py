@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from gani.testbed import faces as Fc
-from gani.testbed.attributes import evaluate_regressor, train_regressor
-from gani.testbed.directions import fit_interfacegan
-from gani.testbed.discriminator import Discriminator
-from gani.testbed.sanity import frechet_distance
+from benchmarks.testbed.core import faces as Fc
+from benchmarks.testbed.core.attributes import evaluate_regressor, train_regressor
+from benchmarks.testbed.core.directions import fit_interfacegan
+from benchmarks.testbed.core.discriminator import Discriminator
+from benchmarks.testbed.core.sanity import frechet_distance
 
 torch.set_num_threads(1)
 
@@ -116,7 +116,7 @@ def test_discriminator_shapes():
 
 
 def _tiny_cfg(**kw):
-    from gani.testbed.train import TrainConfig
+    from benchmarks.testbed.core.train import TrainConfig
     base = dict(size=32, style_dim=32, n_mlp=2, channel_max=16, d_channel_max=16, batch=8,
                 n_train=64, n_sample=8, mixing=0.5)
     base.update(kw)
@@ -131,12 +131,12 @@ def tiny_real():
 
 def _make_trainer(tiny_real, **kw):
     pytest.importorskip("gani.models.stylegan2")
-    from gani.testbed.train import Trainer
+    from benchmarks.testbed.core.train import Trainer
     return Trainer(_tiny_cfg(**kw), real_images=tiny_real)
 
 
 def test_training_steps_reduce_losses_on_fixed_batches(tiny_real):
-    from gani.testbed.train import d_logistic_loss, g_nonsaturating_loss
+    from benchmarks.testbed.core.train import d_logistic_loss, g_nonsaturating_loss
     tr = _make_trainer(tiny_real, mixing=0.0)
     real = tiny_real[:8]
     wp = tr.G.mapping(torch.randn(8, 32, generator=torch.Generator().manual_seed(5)))
@@ -169,7 +169,7 @@ def test_training_steps_reduce_losses_on_fixed_batches(tiny_real):
 def test_g_ema_safetensors_loads_strictly_and_resume_continues(tiny_real, tmp_path):
     from gani.checkpoints.io import load_safetensors
     from gani.models.stylegan2 import Generator
-    from gani.testbed.train import Trainer, train
+    from benchmarks.testbed.core.train import Trainer, train
 
     tr = _make_trainer(tiny_real)
     train(tr, tmp_path, max_steps=3, ckpt_every=2, sample_every=2, log_every=1, progress=False)

@@ -1,0 +1,1 @@
+"""The reliability suite and its report: ``python -m benchmarks.reliability.run``."""

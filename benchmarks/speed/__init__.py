@@ -1,0 +1,1 @@
+"""Tuning speed and memory: ``python -m benchmarks.speed.run``."""

@@ -150,7 +150,8 @@ def test_checker_reports_every_forbidden_arrow_with_file_and_line(tmp_path):
                                 "    import gani.checkpoints.layout\n"),
         "gani/models/dyn.py": ("import importlib\n"
                                "importlib.import_module('gani.checkpoints')\n"),
-        "tracking/client.py": "import mlflow\n\n\ndef f():\n    from prefect import get_run_logger\n",
+        "tracking/client.py": ("import mlflow\n\n\n"
+                               "def f():\n    from prefect import get_run_logger\n"),
         "tracking/up.py": "from tasks import x\nimport flows\nfrom cli.main import run\n",
         "tasks/t.py": "from flows import invert\nfrom cli import main\n",
         "flows/f.py": "import cli.main\n",

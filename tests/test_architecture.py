@@ -1,5 +1,6 @@
-"""The import graph's rules: arrows run down from the CLI to the flows, tasks, tracking and
-the library, never back up (docs/pipeline.md describes the layers).
+"""The import graph's rules: arrows run down from the CLI (cli/) to the flows, the tasks, the
+MLflow client (tracking/) and the library (gani/), never back up; the benchmarks and tests sit
+beside the product and nothing in it imports them. RULES below lists each rule and its reason.
 
 Every import of every module counts: top-level, inside functions (lazy imports), relative
 ones (resolved against the module's package), `from pkg import submodule`, and

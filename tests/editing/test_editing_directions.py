@@ -73,7 +73,8 @@ def test_pca_files(name):
     assert pca["comp"].shape == (80, 1, 512)
     assert pca["std"].shape == (80,)
     norms = pca["comp"].squeeze(1).norm(dim=1)
-    assert 0.8 < float(norms.min()) and float(norms.max()) < 1.15  # not unit norm (compat §9)
+    # not unit norm (docs/protocols.md#ganspace)
+    assert 0.8 < float(norms.min()) and float(norms.max()) < 1.15
 
 
 def test_ganspace_formula_on_the_real_ffhq_file():

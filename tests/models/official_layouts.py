@@ -1,4 +1,5 @@
-"""Expected official state-dict layouts (key → shape), written from compat.md's rules alone.
+"""Expected official state-dict layouts (key → shape), written from the layouts stated in
+docs/checkpoints.md alone.
 
 Nothing here imports gani: these tables are the independent statement of the official
 files' layouts that the models are checked against.
@@ -17,7 +18,7 @@ def _bn(keys, prefix, c, affine=True):
     keys[f"{prefix}.num_batches_tracked"] = ()
 
 
-# ---------------------------------------------------------------- §1.2 / §1.3 StyleGAN2
+# ------------------------------------------ StyleGAN2 (docs/checkpoints.md#stylegan2-generator)
 def stylegan2_channels(size, m=2, cmax=512):
     base = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256 * m, 128: 128 * m, 256: 64 * m,
             512: 32 * m, 1024: 16 * m}
@@ -64,7 +65,8 @@ def stylegan2_layout(size, style_dim=512, n_mlp=8, m=2, cmax=512):
 
 
 def wplus_index_map(size):
-    """§1.5: modulated-conv name → the W+ index it reads."""
+    """Modulated-conv name → the W+ index it reads
+    (docs/checkpoints.md#latent-indexing-and-noise)."""
     log_size = int(math.log2(size))
     out = {"conv1": 0, "to_rgb1": 1}
     for k in range(log_size - 2):
@@ -74,7 +76,7 @@ def wplus_index_map(size):
     return out
 
 
-# ---------------------------------------------------------------- §3.2 IR / IR-SE units
+# ------------------------------------ IR / IR-SE units (docs/checkpoints.md#ir-and-ir-se-units)
 def ir_body(keys, units, se, width_div=1):
     depths = [64 // width_div, 128 // width_div, 256 // width_div, 512 // width_div]
     idx, cin = 0, 64 // width_div
@@ -104,7 +106,7 @@ def input_layer(keys, width_div=1):
     keys["input_layer.2.weight"] = (c,)
 
 
-# ---------------------------------------------------------------- §2.1 e4e encoder
+# ------------------------------------------------ e4e encoder (docs/checkpoints.md#e4e-encoder)
 def e4e_layout(n_styles, width_div=1, style_dim=512):
     keys = {}
     c = 512 // width_div
@@ -125,7 +127,7 @@ def e4e_layout(n_styles, width_div=1, style_dim=512):
     return keys
 
 
-# ---------------------------------------------------------------- §3.1 / §4 ID backbones
+# ----------------------------------- ID backbones (docs/checkpoints.md#face-identity-backbones)
 def backbone_layout(units, se, affine, width_div=1):
     keys = {}
     c = 512 // width_div
@@ -146,7 +148,7 @@ def ir101_layout(width_div=1):
     return backbone_layout((3, 13, 30, 3), se=False, affine=False, width_div=width_div)
 
 
-# ---------------------------------------------------------------- §6.1 MaskGAN parser
+# ------------------------------------- MaskGAN parser (docs/checkpoints.md#maskgan-face-parser)
 def parser_layout():
     keys = {}
     f = [16, 32, 64, 128, 256]
@@ -171,7 +173,7 @@ def parser_layout():
     return keys
 
 
-# ---------------------------------------------------------------- §5 MoCo (torchvision r50)
+# -------------------------------- MoCo, torchvision r50 (docs/checkpoints.md#moco-v2-resnet-50)
 def resnet50_layout():
     keys = {"conv1.weight": (64, 3, 7, 7)}
     _bn(keys, "bn1", 64)
@@ -193,7 +195,7 @@ def resnet50_layout():
 
 
 def moco_checkpoint(generator=None, with_key_encoder=False):
-    """An official-format MoCo v2 checkpoint dict with random tensors (§5)."""
+    """An official-format MoCo v2 checkpoint dict with random tensors."""
     body = random_state(resnet50_layout(), generator)
     sd = {f"module.encoder_q.{k}": v for k, v in body.items()}
     head = {"fc.0.weight": (2048, 2048), "fc.0.bias": (2048,), "fc.2.weight": (128, 2048),

@@ -1,4 +1,5 @@
-"""e4e encoder forward (compat.md §2.1) and the face-ID backbones (§3, §4)."""
+"""e4e encoder forward and the face-ID backbones (docs/checkpoints.md#e4e-encoder,
+#face-identity-backbones)."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ def test_e4e_taps_and_output_shape_faces(enc):
 
 def test_e4e_forward_is_the_documented_fpn(enc):
     """W[:,0] = styles[0](c3) repeated; W[:,i] += styles[i](c3 | p2 | p1) with p2, p1 from
-    bilinear align_corners=True up-sampling (compat.md §2.1)."""
+    bilinear align_corners=True up-sampling (docs/checkpoints.md#e4e-encoder)."""
     x = torch.rand(1, 3, 256, 256) * 2 - 1
     with torch.no_grad():
         t = enc.features(x)

@@ -1,4 +1,5 @@
-"""The public Generator API of DESIGN §8 and the per-sample weight corrections."""
+"""The public Generator API (docs/output-contract.md#python-api) and the per-sample weight
+corrections."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""The models' state dicts equal the official layouts of compat.md, key for key and shape
+"""The models' state dicts equal the official layouts (docs/checkpoints.md), key for key and shape
 for shape; the official files load strictly (built here from the doc's tables)."""
 import pytest
 import torch
@@ -20,7 +20,7 @@ def n_elements(layout):
     return sum(int(torch.Size(s).numel()) for s in layout.values())
 
 
-# ------------------------------------------------------------------- StyleGAN2 §1.3
+# ---------------------------------------------- StyleGAN2 (docs/checkpoints.md#state-dict-keys)
 @pytest.mark.parametrize("size,count,params", [(256, 135, 30_034_338), (512, 153, 30_276_583),
                                                (1024, 171, 30_370_060)])
 def test_generator_layout_matches_doc(size, count, params):
@@ -72,7 +72,7 @@ def test_fresh_kernel_buffers_have_official_values():
         torch.testing.assert_close(v, k)
 
 
-# ------------------------------------------------------------------- e4e §2.1
+# -------------------------------------------------------- e4e (docs/checkpoints.md#e4e-encoder)
 @pytest.mark.parametrize("n_styles,count,melems", [(14, 565, 209.5), (16, 593, 238.3),
                                                    (18, 621, 267.2)])
 def test_e4e_encoder_layout_matches_doc(n_styles, count, melems):
@@ -88,7 +88,7 @@ def test_e4e_small_width_layout():
     assert got == e4e_layout(10, width_div=8, style_dim=64)
 
 
-# ------------------------------------------------------------------- ID nets §3, §4
+# ---------------------------------------- ID nets (docs/checkpoints.md#face-identity-backbones)
 def test_irse50_layout_matches_doc():
     got = meta_shapes(IRSE50)
     assert got == irse50_layout()
@@ -136,7 +136,7 @@ def test_official_size_ir101_dict_loads():
     torch.testing.assert_close(net.output_layer[4].running_var, sd["output_layer.4.running_var"])
 
 
-# ------------------------------------------------------------------- parser §6.1
+# --------------------------------------------- parser (docs/checkpoints.md#maskgan-face-parser)
 def test_parser_layout_and_strict_load():
     net = FaceParsingUNet()
     assert shapes(net.state_dict()) == parser_layout()
@@ -147,7 +147,7 @@ def test_parser_layout_and_strict_load():
     torch.testing.assert_close(loaded.final.bias, sd["final.bias"])
 
 
-# ------------------------------------------------------------------- MoCo §5
+# ------------------------------------------------- MoCo (docs/checkpoints.md#moco-v2-resnet-50)
 def test_moco_layout_and_official_checkpoint_loads(tmp_path):
     net = MocoResNet50()
     assert shapes(net.state_dict()) == resnet50_layout()

@@ -1,4 +1,5 @@
-"""StyleGAN2 numerics (compat.md §1.4–§1.6), checked against independent re-statements.
+"""StyleGAN2 numerics (docs/checkpoints.md#layer-numerics, #upfirdn2d), checked against
+independent re-statements.
 
 The reference functions below read the parameters by their official checkpoint keys and
 follow the doc's formulas with per-sample loops and the "un-fused" formulation (modulate
@@ -38,7 +39,7 @@ def _pad_axis(a, p0, p1, axis):
 
 
 def upfirdn_numpy(x, k, up, down, pad):
-    """compat.md §1.6 by hand on one 2-D channel: zero insertion, pad, flipped-kernel
+    """docs/checkpoints.md#upfirdn2d by hand on one 2-D channel: zero insertion, pad, flipped-kernel
     correlation (a true convolution), keep every down-th sample."""
     h, w = x.shape
     u = np.zeros((h * up, w * up))
@@ -260,7 +261,8 @@ def test_noise_modes():
 
 
 def test_noise_buffer_slots():
-    """noise_0 → conv1, noise_{2k+1} → convs.{2k}, noise_{2k+2} → convs.{2k+1} (§1.5)."""
+    """noise_0 → conv1, noise_{2k+1} → convs.{2k}, noise_{2k+2} → convs.{2k+1}
+    (docs/checkpoints.md#latent-indexing-and-noise)."""
     G = tiny_generator(32)
     assert [tuple(n.shape[-2:]) for n in G.noise_buffers()] == [
         (4, 4), (8, 8), (8, 8), (16, 16), (16, 16), (32, 32), (32, 32)]

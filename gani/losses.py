@@ -1,4 +1,4 @@
-"""The similarity loss of the paper's Eq. 1 (DESIGN §2.2), per sample.
+"""The similarity loss of the paper's Eq. 1 (docs/method.md#similarity-loss), per sample.
 
     L_sim(x, y) = λ_rec·rec(x, y) + λ_lpips·LPIPS(x, y) + λ_id·(1 − cos(F(x), F(y)))
                 + λ_parse·Σ_{k=1..5} (1 − cos(P_k(x), P_k(y)))
@@ -6,7 +6,8 @@
 - rec: "l2" = mean squared error over C·H·W, or "smooth_l1" = Huber with β = 1 (Fast R-CNN),
   mean over C·H·W; images in [−1, 1].
 - LPIPS: any callable (x, y) → per-image distance (the `lpips` package, AlexNet, v0.1);
-  inputs larger than 256 px are average-pooled to 256 first (pSp's face_pool; DESIGN §6).
+  inputs larger than 256 px are average-pooled to 256 first (pSp's face_pool;
+  docs/method.md#performance-model).
 - F: an identity feature network. Faces (ArcFace IR-SE50 / CurricularFace IR-101) get the
   pSp/e4e crop-and-pool to 112 px (`gani.models.irse.id_crop_pool`); MoCo gets the raw image
   (its wrapper resizes). Embeddings are L2-normalised here before the cosine.

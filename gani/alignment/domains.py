@@ -1,4 +1,4 @@
-"""Per-domain input preparation (compat.md §2.3 and §8).
+"""Per-domain input preparation (docs/protocols.md#domain-preparation).
 
 - faces (``ffhq``): FFHQ alignment from 68 landmarks; by default e4e's variant
   (output 256, transform 256), the crop e4e / PTI / HyperStyle feed their encoders.

@@ -1,6 +1,6 @@
 """FFHQ face alignment (NVlabs ffhq-dataset `recreate_aligned_images`), reimplemented.
 
-The steps and constants follow `reference/compat.md` §8.1 one for one, so a crop made here
+The steps and constants follow docs/protocols.md#ffhq-alignment one for one, so a crop made here
 equals the published preprocessing of FFHQ (output 1024, transform 4096) and of e4e / pSp /
 PTI / HyperStyle (output 256, transform 256) for the same landmarks:
 
@@ -116,7 +116,7 @@ def quad_to_output(points, quad, output_size: int) -> np.ndarray:
 def ffhq_align(img: Image.Image, landmarks, output_size: int = FFHQ_OUTPUT_SIZE,
                transform_size: int = FFHQ_TRANSFORM_SIZE, enable_padding: bool = True,
                rotate_level: bool = True) -> Image.Image:
-    """Align a face image the way FFHQ was made (compat.md §8.1).
+    """Align a face image the way FFHQ was made (docs/protocols.md#ffhq-alignment).
 
     img: PIL RGB image; landmarks: float [68, 2] in dlib's order (x, y). Returns a PIL RGB
     image of output_size × output_size. With output_size=transform_size=256 it is e4e's

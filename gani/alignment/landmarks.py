@@ -11,7 +11,8 @@ Detectors
     `dlib.get_frontal_face_detector()` run with 1 upsample on the RGB uint8 pixels, then
     the 68-point shape predictor `shape_predictor_68_face_landmarks.dat`. That file ships
     inside the `face-recognition-models` pip package (byte-identical to dlib.net's, see
-    compat.md §8.3), so nothing is downloaded; `predictor_path=` points to another copy.
+    docs/checkpoints.md#dlib-68-point-predictor), so nothing is downloaded;
+    `predictor_path=` points to another copy.
     This is exactly the detector FFHQ, e4e, PTI and HyperStyle used, so our crops equal the
     published preprocessing. Licence: dlib is Boost-licensed, but the 68-point model was
     trained on iBUG 300-W, whose terms exclude commercial use.
@@ -51,7 +52,7 @@ Detectors
 
 Not used: MediaPipe FaceMesh. Its wheels pin numpy<2, which conflicts with our stack
 (torch/scikit-image/numpy 2), and its 468→68 correspondence is an unofficial community
-table (compat.md §8.2), so its crops would only approximate the published ones. Other
+table (docs/protocols.md#landmarks), so its crops would only approximate the published ones. Other
 detectors can be added with `register_detector`.
 """
 from __future__ import annotations

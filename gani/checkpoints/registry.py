@@ -1,5 +1,5 @@
 """Every official checkpoint the project knows: file name, size/sha256 when published,
-source, licence and domain (DESIGN §5, compat.md §10).
+source, licence and domain (docs/checkpoints.md#registry).
 
 Nothing is downloaded by this code: users fetch the files from the sources below (or
 `dvc pull` them from their team's remote) and `gani checkpoints import` them into

@@ -1,4 +1,5 @@
-"""Latent editing: InterFaceGAN directions, GANSpace PCA edits, edit grids (compat.md §9)."""
+"""Latent editing: InterFaceGAN directions, GANSpace PCA edits, edit grids
+(docs/protocols.md#editing-protocol)."""
 from .ganspace import (CARS_GANSPACE_EDITS, DEFAULT_GANSPACE_EDITS, FFHQ_GANSPACE_EDITS,
                        GANSpaceDirection, apply_ganspace, compute_ganspace_pca,
                        edits_for_domain, ganspace_coordinate, ganspace_delta, load_pca,

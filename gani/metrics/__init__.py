@@ -1,4 +1,5 @@
-"""Evaluation metrics to the published protocol (compat.md §11) plus locality and cost."""
+"""Evaluation metrics to the published protocol plus locality and cost
+(docs/protocols.md#metric-protocol)."""
 from .core import (METRIC_KEYS, compute_metrics, l2, locality, locality_latents, lpips_distance,
                    summarize)
 from .identity import (ARCFACE_TEMPLATE_112, face_id_input, five_points, id_similarity,

@@ -1,8 +1,8 @@
 """Identity similarity: face embeddings (IR-101 CurricularFace / IR-SE50) or MoCo features.
 
-Two input protocols for faces:
+Two input protocols for faces (docs/protocols.md#identity-metric):
 
-``"template"`` (default; HyperStyle's ID metric, compat.md §4, with one substitution)
+``"template"`` (default; HyperStyle's ID metric with one substitution)
     Each 256 image is aligned to 112 × 112 by the 5-point similarity transform onto the
     ArcFace template (38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366),
     (41.5493, 92.3655), (70.7299, 92.2041), bilinear with a zero border (cv2.warpAffine
@@ -11,11 +11,12 @@ Two input protocols for faces:
     means of 36-41 / 42-47, nose tip 30, mouth corners 48 / 54). The points differ slightly
     from MTCNN's, so values are close to, not identical with, published tables. An image in
     which no face is found gets no score (None), as HyperStyle skips such images.
-``"crop"`` (pSp/e4e ID loss, compat.md §3.3)
+``"crop"`` (pSp/e4e ID loss, docs/checkpoints.md#id-crop)
     Rows 35:223, cols 32:220 of the 256 image, AdaptiveAvgPool2d(112). No detector needed.
 
-Non-face domains (MoCo v2 ResNet-50, compat.md §5): nearest resize to 224 of the raw
-[−1, 1] image (no ImageNet normalisation), features flattened and L2-normalised.
+Non-face domains (MoCo v2 ResNet-50, docs/checkpoints.md#moco-v2-resnet-50): nearest
+resize to 224 of the raw [−1, 1] image (no ImageNet normalisation), features flattened and
+L2-normalised.
 Similarity = dot product of the normalised features (cosine).
 """
 from __future__ import annotations

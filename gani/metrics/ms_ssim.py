@@ -1,4 +1,5 @@
-"""MS-SSIM exactly as HyperStyle's `criteria/ms_ssim.py` computes it (compat.md §11).
+"""MS-SSIM exactly as HyperStyle's `criteria/ms_ssim.py` computes it
+(docs/protocols.md#ms-ssim).
 
 That file (from jorge-pessoa/pytorch-msssim) differs from the textbook MS-SSIM, and the
 published tables carry its quirks, so we keep them:

@@ -1,4 +1,5 @@
-"""The metric preprocessing of HyperStyle's evaluation scripts (compat.md §11, §2.3).
+"""The metric preprocessing of HyperStyle's evaluation scripts
+(docs/protocols.md#metric-preprocessing).
 
 Published tables were computed on images *saved to disk* and read back, so to make our
 numbers comparable every image goes through the same path:

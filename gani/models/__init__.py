@@ -1,4 +1,4 @@
-"""Networks that load the official checkpoints unchanged (compat.md §1–§7).
+"""Networks that load the official checkpoints unchanged (docs/checkpoints.md).
 
 - ``Generator`` (rosinality StyleGAN2) and ``load_stylegan2_checkpoint``
 - ``E4EEncoder`` and ``load_e4e_checkpoint`` (encoder + decoder + latent_avg)

@@ -1,9 +1,10 @@
-"""e4e encoder (``Encoder4Editing(50, 'ir_se')``, compat.md §2) and its checkpoint loader.
+"""e4e encoder (``Encoder4Editing(50, 'ir_se')``, docs/checkpoints.md#e4e-encoder) and its
+checkpoint loader.
 
 IR-SE50 body (units from gani.models.irse), taps after units 6 / 20 / 23 (c1, c2, c3),
 one GradualStyleBlock per W+ entry (spatial 16 for i < 3, 32 for i < 7, else 64), FPN
 merge with bilinear align_corners=True. ``E(x)`` returns w0 repeated plus the per-entry
-deltas, i.e. W+ BEFORE ``latent_avg`` is added (DESIGN §8).
+deltas, i.e. W+ BEFORE ``latent_avg`` is added (docs/output-contract.md#python-api).
 
 ``width_div`` divides every channel count for small demo networks (8 → body depths
 8/16/32/64, style-block channels 64); 1 is the official layout.

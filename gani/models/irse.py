@@ -1,4 +1,5 @@
-"""IR / IR-SE residual units and the face-recognition ``Backbone`` (compat.md §3, §4).
+"""IR / IR-SE residual units and the face-recognition ``Backbone``
+(docs/checkpoints.md#face-identity-backbones).
 
 - ``IRSE50()``: ArcFace IR-SE50 (TreB1eN / pSp ``model_ir_se50.pth``), output BN1d affine.
 - ``IR101()``: CurricularFace IR-101 (``CurricularFace_Backbone.pth``), plain IR units
@@ -146,7 +147,8 @@ def IR101(width_div: int = 1) -> Backbone:
 
 
 def id_crop_pool(img: torch.Tensor) -> torch.Tensor:
-    """pSp/e4e ID-loss input (compat.md §3.3): [B, 3, S, S] in [−1, 1] → [B, 3, 112, 112].
+    """pSp/e4e ID-loss input: [B, 3, S, S] in [−1, 1] → [B, 3, 112, 112]
+    (docs/checkpoints.md#id-crop).
 
     Non-256 inputs (e.g. 1024 generator output) are first average-pooled to 256 (pSp's
     face_pool); then rows 35:223, cols 32:220 are cropped and adaptive-avg-pooled to 112.

@@ -1,4 +1,5 @@
-"""MoCo v2 ResNet-50 feature extractor (compat.md §5), the ID network for non-face domains.
+"""MoCo v2 ResNet-50 feature extractor, the ID network for non-face domains
+(docs/checkpoints.md#moco-v2-resnet-50).
 
 Backbone: torchvision ``resnet50(weights=None)`` without its fc; the state-dict keys are
 torchvision's (``conv1``, ``bn1``, ``layer1..4``), so the official file's

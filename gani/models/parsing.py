@@ -1,4 +1,5 @@
-"""MaskGAN face-parsing U-Net (CelebAMask-HQ ``face_parsing/unet.py``; compat.md §6.1).
+"""MaskGAN face-parsing U-Net (CelebAMask-HQ ``face_parsing/unet.py``;
+docs/checkpoints.md#maskgan-face-parser).
 
 ``unet(feature_scale=4, n_classes=19, is_deconv=True, is_batchnorm=True)``: filters
 16/32/64/128/256; every ``unetConv2`` is two [Conv3×3 (bias) → BN → ReLU]; the expanding

@@ -1,7 +1,8 @@
-"""The layers of the StyleGAN2 generator, in the rosinality parameter layout (compat.md §1).
+"""The layers of the StyleGAN2 generator, in the rosinality parameter layout
+(docs/checkpoints.md#stylegan2-generator).
 
 A ladder of small modules, each with exactly the parameters and buffers the official
-checkpoints carry, and the numerics of compat.md §1.4:
+checkpoints carry, and the numerics of docs/checkpoints.md#layer-numerics:
 
 - ``PixelNorm``      x · rsqrt(mean_c x² + 1e-8)
 - ``EqualLinear``    equalised learning rate: W·lr_mul/√in, b·lr_mul; optional fused lrelu

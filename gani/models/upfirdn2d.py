@@ -1,8 +1,9 @@
 """upfirdn2d in pure PyTorch, and the two fixed FIR layers StyleGAN2 builds from it.
 
-compat.md §1.6: per channel, (1) upsample by inserting ``up − 1`` zeros after every sample,
-(2) zero-pad (negative pads crop), (3) convolve with the kernel (a true convolution: the
-kernel is flipped before the cross-correlation), (4) keep every ``down``-th sample.
+Per channel (docs/checkpoints.md#upfirdn2d): (1) upsample by inserting ``up − 1`` zeros
+after every sample, (2) zero-pad (negative pads crop), (3) convolve with the kernel (a true
+convolution: the kernel is flipped before the cross-correlation), (4) keep every
+``down``-th sample.
 Output size per axis: (size·up + pad0 + pad1 − k) // down + 1.
 
 No compiled extension is involved, so it runs on CPU and GPU alike and autograd gives the

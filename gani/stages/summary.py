@@ -1,5 +1,5 @@
-"""The run's `summary.json` (DESIGN §8): counts, quarantined and failed ids with reasons,
-and the mean of each metric over done images.
+"""The run's `summary.json` (docs/output-contract.md#summaryjson): counts, quarantined and
+failed ids with reasons, and the mean of each metric over done images.
 
     {
       "counts": {"done": 3, "quarantined": 2, "failed": 0},

@@ -59,9 +59,9 @@ def test_spread_ci():
 def tiny_run(tmp_path_factory):
     from safetensors.torch import save_file
 
-    from gani.models.stylegan2 import Generator
     from benchmarks.testbed.core import faces as Fc
     from benchmarks.testbed.core.attributes import save_regressor, train_regressor
+    from gani.models.stylegan2 import Generator
 
     run = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
@@ -170,8 +170,8 @@ def test_judge_end_to_end(tiny_run, tmp_path):
 
 def test_judge_from_the_testbed_encoder(tiny_run, tmp_path):
     """--init e4e: every method starts from the encoder's codes, recorded with its hash."""
-    from gani.models.stylegan2 import Generator
     from benchmarks.testbed.core.encoder import EncoderConfig, EncoderTrainer
+    from gani.models.stylegan2 import Generator
 
     run = tmp_path / "run"
     run.mkdir()

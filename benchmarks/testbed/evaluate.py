@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def load_run_generator(run: Path):
-    from gani.checkpoints.io import load_safetensors
+    from gani.safeload import load_safetensors
     from gani.models.stylegan2 import Generator
     cfg = json.loads((run / "generator.json").read_text())
     cfg["blur_kernel"] = tuple(cfg.get("blur_kernel", (1, 3, 3, 1)))
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                            "g_ema_safetensors_bytes": (run / "g_ema.safetensors").stat().st_size}
     ck = run / "checkpoint.pt"
     if ck.is_file():
-        from gani.checkpoints.io import load_torch_file
+        from gani.safeload import load_torch_file
         sd = load_torch_file(ck)
         report["training"] = {"steps": int(sd["step"]), "kimg": sd["nimg"] / 1000,
                               "train_minutes": round(sd["elapsed_s"] / 60, 1),

@@ -132,9 +132,9 @@ def load_run(run: Path) -> tuple:
     """(G, regressor, {ifg name: [1, D]}, pca dict, generator info)."""
     from safetensors.torch import load as st_load
 
-    from gani.models.stylegan2 import Generator
     from benchmarks.testbed.core.attributes import load_regressor
-    from gani.checkpoints.io import load_torch_file
+    from gani.models.stylegan2 import Generator
+    from gani.safeload import load_torch_file
 
     raw = (run / "g_ema.safetensors").read_bytes()     # read once: hash == what is loaded
     sd = st_load(raw)
@@ -201,7 +201,7 @@ def training_step(run: Path, sd: dict) -> dict:
     ck = run / "checkpoint.pt"
     if ck.is_file():
         try:
-            from gani.checkpoints.io import load_torch_file
+            from gani.safeload import load_torch_file
 
             c = load_torch_file(ck)
             same = set(c["g_ema"]) == set(sd) and all(torch.equal(c["g_ema"][k], v)

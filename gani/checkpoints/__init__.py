@@ -1,5 +1,6 @@
 """Checkpoints: the registry of official files, safe loading, verification, import."""
-from .io import CheckpointLoadError, load_checkpoint, load_safetensors, load_torch_file
+from gani.safeload import CheckpointLoadError, load_checkpoint, load_safetensors, load_torch_file
+
 from .registry import REGISTRY, CheckpointSpec, get_spec
 from .store import (CheckpointCorruptError, CheckpointMissingError, check, check_all,
                     import_files, locate, require, sha256_file)

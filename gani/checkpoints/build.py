@@ -14,7 +14,7 @@ from typing import Any, Optional
 import torch
 
 from ..config.schema import ModelsSection
-from .io import CheckpointLoadError
+from ..safeload import CheckpointLoadError
 from .registry import get_spec
 from .store import require
 
@@ -116,7 +116,7 @@ def build_similarity_nets(models: ModelsSection, data_dir: str | Path = "data",
     if models.id_net not in NONE_NAMES:
         kind = get_spec(models.id_net).name
         path = require(models.id_net, data_dir, profile)
-        from ..checkpoints.io import load_torch_file
+        from ..safeload import load_torch_file
 
         if kind == "moco":
             from ..models.moco import load_moco

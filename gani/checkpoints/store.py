@@ -132,7 +132,7 @@ def import_files(paths: Iterable[str | Path], data_dir: str | Path = "data",
     The file is matched to a registry entry by its file name (or `name`). A file whose hash
     differs from a published one is refused and nothing is copied.
     """
-    from .io import load_checkpoint
+    from gani.safeload import load_checkpoint
 
     out = []
     dest_dir = checkpoint_dir(data_dir)

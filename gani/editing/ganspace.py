@@ -27,7 +27,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 
-from gani.checkpoints.io import load_torch_file
+from gani.safeload import load_torch_file
 
 
 class GANSpaceDirection(NamedTuple):

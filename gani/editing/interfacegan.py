@@ -17,7 +17,7 @@ from typing import Union
 
 import torch
 
-from gani.checkpoints.io import load_torch_file
+from gani.safeload import load_torch_file
 
 
 def load_direction(path: Union[str, Path]) -> torch.Tensor:

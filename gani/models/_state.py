@@ -7,12 +7,12 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from gani.safeload import load_torch_file
+
 
 def read_checkpoint(path_or_obj: Any) -> Any:
-    """A path goes through the safe reader (gani.checkpoints.io); anything else is returned."""
+    """A path goes through the safe reader (gani.safeload); anything else is returned."""
     if isinstance(path_or_obj, (str, Path)):
-        from gani.checkpoints.io import load_torch_file
-
         return load_torch_file(path_or_obj)
     return path_or_obj
 

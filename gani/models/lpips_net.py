@@ -7,7 +7,7 @@ linear heads loaded, no download) and then load
   ``features.{0,3,6,8,10}.{weight,bias}``; the classifier is ignored), and
 - the linear heads ``lin{0..4}.model.1.weight`` from the file shipped inside the package
   (``lpips/weights/v0.1/alex.pth``),
-both read through gani.checkpoints.io (weights-only). Inputs RGB in [−1, 1]; output
+both read through gani.safeload (weights-only). Inputs RGB in [−1, 1]; output
 [B, 1, 1, 1] as the package returns it.
 """
 from __future__ import annotations

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
@@ -26,6 +25,7 @@ from torch import nn
 
 from .stylegan2_layers import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
 
+from ._state import read_checkpoint
 NOISE_MODES = ("const", "random", "none")
 
 # channel table before the channel multiplier (compat.md §1.2): res ≤ 32 → 512 (no m)
@@ -267,12 +267,7 @@ def load_stylegan2_checkpoint(path_or_dict: Any, key: str = "g_ema",
     from the state-dict shapes and the weights loaded strictly. A checkpoint without
     ``latent_avg`` gets mean_latent(latent_avg_samples) with a fixed seed (as e4e does).
     """
-    if isinstance(path_or_dict, (str, Path)):
-        from gani.checkpoints.io import load_torch_file
-
-        ckpt = load_torch_file(path_or_dict)
-    else:
-        ckpt = path_or_dict
+    ckpt = read_checkpoint(path_or_dict)
     sd = _state_dict_from(ckpt, key)
     G = Generator(**generator_config_from_state_dict(sd))
     G.load_state_dict(sd, strict=True)

@@ -84,7 +84,7 @@ def test_lpips_from_local_file(alexnet_file, no_network):
     inner = net.net
     torch.testing.assert_close(getattr(inner.net.slice1, "0").weight, sd["features.0.weight"])
     torch.testing.assert_close(getattr(inner.net.slice5, "10").bias, sd["features.10.bias"])
-    from gani.checkpoints.io import load_torch_file
+    from gani.safeload import load_torch_file
     from gani.models.lpips_net import package_lin_path
 
     lins = load_torch_file(package_lin_path())

@@ -167,9 +167,9 @@ def test_training_steps_reduce_losses_on_fixed_batches(tiny_real):
 
 
 def test_g_ema_safetensors_loads_strictly_and_resume_continues(tiny_real, tmp_path):
-    from gani.checkpoints.io import load_safetensors
-    from gani.models.stylegan2 import Generator
     from benchmarks.testbed.core.train import Trainer, train
+    from gani.models.stylegan2 import Generator
+    from gani.safeload import load_safetensors
 
     tr = _make_trainer(tiny_real)
     train(tr, tmp_path, max_steps=3, ckpt_every=2, sample_every=2, log_every=1, progress=False)

@@ -118,7 +118,7 @@ def save_regressor(model: AttributeRegressor, path: Path) -> None:
 
 
 def load_regressor(path: Path) -> AttributeRegressor:
-    from gani.checkpoints.io import load_torch_file
+    from gani.safeload import load_torch_file
     sd = load_torch_file(path)
     model = AttributeRegressor(json.loads(sd["attributes"]), width=int(sd["width"]))
     model.load_state_dict(sd["state_dict"])

@@ -242,11 +242,11 @@ class Trainer:
 
     @staticmethod
     def config_from_checkpoint(path: Path) -> TrainConfig:
-        from gani.checkpoints.io import load_torch_file
+        from gani.safeload import load_torch_file
         return TrainConfig.from_dict(json.loads(load_torch_file(path)["config"]))
 
     def load(self, path: Path) -> None:
-        from gani.checkpoints.io import load_torch_file
+        from gani.safeload import load_torch_file
         self.load_state_dict(load_torch_file(path))
 
 

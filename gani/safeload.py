@@ -1,5 +1,9 @@
 """Safe reading of checkpoint files: never unpickles arbitrary objects.
 
+A leaf module (torch and safetensors only): the networks in `gani.models` read their files
+through it, and so do `gani.checkpoints` (which builds those networks) and `gani.editing`,
+so no import runs back up from the models to the checkpoint registry.
+
 `.pt/.pth/.tar` files go through `torch.load(weights_only=True)` (tensors, containers and
 a short allow-list of plain types such as argparse.Namespace, which official training
 checkpoints carry); `.safetensors` through safetensors. Anything else is refused with an

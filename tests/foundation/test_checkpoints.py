@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gani import checkpoints as ck
-from gani.cli import main
+from cli.main import main
 
 EXPECTED = {"stylegan2-ffhq-config-f", "stylegan2-car-config-f", "stylegan2-church-config-f",
             "stylegan2-horse-config-f", "stylegan2-afhqwild", "e4e_ffhq_encode", "e4e_cars_encode",

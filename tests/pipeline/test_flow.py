@@ -66,9 +66,9 @@ def test_flow_logs_parent_and_child_runs(prefect_api, mlflow_sqlite, tmp_path, s
         return out
 
     got = files(done.info.run_id)
-    assert {"inputs/aligned.png", "recon/e4e.png", "recon/gani.png",
-            "compare/side_by_side.png", "edits/grid.png", "latent/latent.pt",
-            "tuned/tuned.safetensors", "metrics.json", "status.json"} <= got
+    assert {"align/aligned.png", "encode/e4e.png", "tune/recon.png", "evaluate/compare.png",
+            "edit/edits.png", "tune/latent.pt", "tune/tuned.safetensors",
+            "evaluate/metrics.json", "evaluate/status.json"} <= got
     quarantined = by_id["chelsea"]
     assert quarantined.data.tags["state"] == "quarantined"
     assert quarantined.data.tags["reason"] == "no_face"

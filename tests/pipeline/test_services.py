@@ -104,7 +104,7 @@ def test_s3_input_output_and_mlflow_server(prefect_api, mlflow_server, s3_bucket
     assert child.data.tags["mlflow.parentRunId"] == summary["mlflow_run_id"]
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(
         Bucket=s3_bucket, Prefix="mlflow/")["Contents"]]
-    assert any(k.endswith(f"{child.info.run_id}/artifacts/recon/gani.png") for k in keys)
+    assert any(k.endswith(f"{child.info.run_id}/artifacts/tune/recon.png") for k in keys)
     assert any(k.endswith(f"{summary['mlflow_run_id']}/artifacts/images.json") for k in keys)
 
     # incremental on S3 too

@@ -1,10 +1,12 @@
-"""Small pieces of tasks/: fault classification, GPU limit names, MLflow helpers."""
+"""Small pieces of tasks/ and tracking/: fault classification, GPU limit names, MLflow
+helpers."""
 import socket
 
 import pytest
 
-from tasks.pipeline import gpu_limit_name, is_transient
-from tasks.tracking import dvc_data_version, flatten, redact_uri
+from tasks.pipeline import gpu_limit_name
+from tasks.retry import is_transient
+from tracking import dvc_data_version, flatten, redact_uri
 
 
 @pytest.mark.parametrize("exc, transient", [

@@ -2,6 +2,7 @@
 can be SIGKILLed), and audit what a run left: the output root and the MLflow runs.
 
 - `TINY`: the `--set` overrides of `shrink` (tests/conftest.py) for the CLI.
+- `run_captured(fn, ...)`: fn's result and everything it printed (in-process runs).
 - `GaniProcess`: `gani invert` in its own process group, its output collected line by
   line; `wait_for(regex)`, `kill()` (SIGKILL to the group: a crashed machine), `wait()`.
 - `audit_outputs(out, ids, good)`: every file under the output root parsed by its kind, no
@@ -13,6 +14,7 @@ can be SIGKILLed), and audit what a run left: the output root and the MLflow run
 """
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import json
 import os
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from io import StringIO
 from pathlib import Path
 from typing import Optional
 
@@ -66,6 +69,23 @@ def prefect_env() -> dict[str, str]:
             "PREFECT_HOME": os.environ.get("PREFECT_HOME", ""),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore"}
+
+
+class KeptOpen(StringIO):
+    """A capture buffer that stays usable after the test: Prefect's console log handler
+    keeps the stream it found at its first flow run, and pytest's capsys/capfd streams are
+    closed after their test (later flow runs would then fail writing to them)."""
+
+    def close(self):
+        pass
+
+
+def run_captured(fn, *args, **kwargs):
+    """(fn's result, everything it printed to sys.stdout/sys.stderr)."""
+    buf = KeptOpen()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        result = fn(*args, **kwargs)
+    return result, buf.getvalue()
 
 
 class GaniProcess:
@@ -238,7 +258,7 @@ def mlflow_runs(uri: str, experiment: str):
 def audit_mlflow(uri: str, experiment: str, out: Path, ids: list[str],
                  check_artifacts: bool = True) -> dict:
     """The logical run of `out` (key from out/.gani-tracking.json) in MLflow."""
-    from tasks.tracking import CHILD_KIND, PARENT_KIND, STATE_FILE
+    from tracking import CHILD_KIND, PARENT_KIND, STATE_FILE
 
     state = json.loads((out / STATE_FILE).read_text())
     client, runs = mlflow_runs(uri, experiment)
@@ -279,10 +299,11 @@ def audit_mlflow(uri: str, experiment: str, out: Path, ids: list[str],
             "bad_artifacts": bad_artifacts, "problems": problems, "state": state}
 
 
-CHILD_FILES = {"inputs/aligned.png", "recon/e4e.png", "recon/gani.png",
-               "compare/side_by_side.png", "edits/grid.png", "latent/latent.pt",
-               "latent/e4e_latent.pt", "tuned/tuned.safetensors", "metrics.json",
-               "e4e_metrics.json", "status.json", "tune.json"}
+# the child run's artifacts: each file of the image's folder under the stage that wrote it
+CHILD_FILES = {"align/aligned.png", "encode/e4e.png", "encode/e4e_latent.pt", "tune/recon.png",
+               "tune/latent.pt", "tune/tuned.safetensors", "tune/tune.json",
+               "edit/edits.png", "evaluate/compare.png", "evaluate/metrics.json",
+               "evaluate/e4e_metrics.json", "evaluate/status.json"}
 
 
 def _audit_child_artifacts(client, run_id: str, out: Path) -> list[str]:

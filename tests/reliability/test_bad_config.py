@@ -1,6 +1,6 @@
-"""Bad configuration and bad checkpoints, through the command line (`gani.cli.main`).
+"""Bad configuration and bad checkpoints, through the command line (`cli.main.main`).
 
-Each must be a clear error before any image is processed: the exit status of gani/cli.py's
+Each must be a clear error before any image is processed: the exit status of cli/main.py's
 docstring (2 configuration, 3 checkpoint), stderr naming the problem, no traceback, and no
 per-image output under the output root. A malicious pickle is refused without running it.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gani.cli import EXIT_CHECKPOINT, EXIT_CONFIG, main
+from cli.main import EXIT_CHECKPOINT, EXIT_CONFIG, main
 from gani.stages.demo_data import demo_images
 
 ROOT = Path(__file__).resolve().parents[2]

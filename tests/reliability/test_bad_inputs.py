@@ -13,7 +13,6 @@ images; both are processed and done, with the same image digest and content key.
 from __future__ import annotations
 
 import io as _io
-from io import StringIO as _StringIO
 import json
 import os
 import struct
@@ -29,6 +28,7 @@ from gani.alignment import BadImageError, load_image
 from gani.stages import Layout, run_pipeline
 from gani.stages.demo_data import demo_images
 
+from .gani_runs import run_captured
 from .test_numeric_faults import unreadable_artifacts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -445,25 +445,6 @@ def test_converted_variants_keep_the_picture(name, colour):
         assert rgb < 5, rgb
 
 
-class KeptOpen(_StringIO):
-    """A capture buffer that stays usable after the test: Prefect's console log handler
-    keeps the stream it found at its first flow run, and pytest's capsys/capfd streams are
-    closed after their test (later flow runs would then fail writing to them)."""
-
-    def close(self):
-        pass
-
-
-def run_captured(fn, *args, **kwargs):
-    """(fn's result, everything it printed to sys.stdout/sys.stderr)."""
-    import contextlib
-
-    buf = KeptOpen()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        result = fn(*args, **kwargs)
-    return result, buf.getvalue()
-
-
 # --------------------------------------------------------------------------- exit status
 
 CLI_TINY = ["models.generator.size=32", "models.generator.style_dim=32",
@@ -483,7 +464,7 @@ def test_cli_exit_status_quarantined_is_0_failed_is_4(prefect_api, tmp_path, mon
     import torch
 
     import gani.tuning.common as tuning_common
-    from gani.cli import EXIT_FAILED, EXIT_OK, main
+    from cli.main import EXIT_FAILED, EXIT_OK, main
 
     monkeypatch.chdir(tmp_path)
     data = tmp_path / "photos"

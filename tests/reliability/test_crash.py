@@ -3,7 +3,7 @@ temporary file and its rename, and in the middle of an MLflow child run; then ru
 without faults until it finishes. Afterwards every good image is done exactly once, every
 file under the output root parses, no temporary file is left, summary.json agrees with
 the status files, and MLflow holds one FINISHED parent for the logical run with exactly
-one complete child per image and no RUNNING run (tasks/tracking.py: logical runs)."""
+one complete child per image and no RUNNING run (tracking/logical_run.py: logical runs)."""
 from __future__ import annotations
 
 import json

@@ -202,7 +202,7 @@ def test_s3_errors_as_the_tasks_see_them_are_classified(make, transient, reason)
     image failing on them gets reason storage_error."""
     from s3fs.errors import translate_boto_error
 
-    from tasks.pipeline import failure_reason, is_transient
+    from tasks.retry import failure_reason, is_transient
 
     exc = translate_boto_error(make({"Key": "photos/a.png"}))
     assert is_transient(exc) is transient, (type(exc), exc)
@@ -214,7 +214,7 @@ def test_configuration_and_memory_faults_are_not_retried():
     from botocore.exceptions import NoCredentialsError, ParamValidationError
 
     from gani.tuning import TuningOOM
-    from tasks.pipeline import failure_reason, is_transient
+    from tasks.retry import failure_reason, is_transient
 
     assert not is_transient(NoCredentialsError())
     assert not is_transient(ParamValidationError(report="Bucket must not be empty"))

@@ -4,7 +4,6 @@ credentials never appear in anything a run wrote or printed.
 from __future__ import annotations
 
 import json
-from io import StringIO as _StringIO
 import os
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import pytest
 from gani import io
 from gani.stages import Layout, run_pipeline
 from gani.stages.demo_data import demo_images
+
+from .gani_runs import run_captured
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,25 +103,6 @@ def test_hostile_s3_keys_stay_inside_the_output_prefix(s3_bucket, shrink, reliab
     reliability.from_summary("security", f"{len(S3_KEYS)} hostile S3 keys (moto)", summary,
                              data_lost=len(outside) + summary["counts"]["failed"],
                              note=f"stored as {len(images)} keys; all outputs under out/")
-
-
-class KeptOpen(_StringIO):
-    """A capture buffer that stays usable after the test: Prefect's console log handler
-    keeps the stream it found at its first flow run, and pytest's capsys/capfd streams are
-    closed after their test (later flow runs would then fail writing to them)."""
-
-    def close(self):
-        pass
-
-
-def run_captured(fn, *args, **kwargs):
-    """(fn's result, everything it printed to sys.stdout/sys.stderr)."""
-    import contextlib
-
-    buf = KeptOpen()
-    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        result = fn(*args, **kwargs)
-    return result, buf.getvalue()
 
 
 # --------------------------------------------------------------------------- ids
@@ -259,7 +241,7 @@ def test_credentials_never_written_or_logged(prefect_api, mlflow_sqlite, tmp_pat
 
 
 def _cli_refuses(tmp_path, capsys, argv_tail: list[str], input_uri: str, out_uri: str):
-    from gani.cli import EXIT_CONFIG, main
+    from cli.main import EXIT_CONFIG, main
 
     argv = ["invert", input_uri, "--out", out_uri, "--profile", "demo",
             "--params", str(ROOT / "params.yaml"), "--set", "tracking.enabled=false",
@@ -326,10 +308,10 @@ def test_python_api_refuses_credentials_in_uris(tmp_path):
 
 def test_redaction_of_uris_with_credentials():
     """What the run logs for input/output/tracking URIs drops user:password@ and queries
-    (tasks/tracking.py's redact_uri and gani/redact.py's agree)."""
+    (tracking's redact_uri is gani/redact.py's)."""
     from gani.redact import redact_uri as redact
     from gani.redact import uri_credentials
-    from tasks.tracking import redact_uri
+    from tracking import redact_uri
 
     for uri in (f"http://gani:{TRACK_SECRET}@mlflow:5000",
                 f"s3://bucket/photos?X-Amz-Security-Token={TOKEN_SECRET}",

@@ -1,4 +1,4 @@
-"""The `gani` command line (DESIGN §8).
+"""The `gani` command line (docs/pipeline.md, "Run it" and "Exit status").
 
     gani demo                                  the whole DAG on bundled demo data (demo profile)
     gani invert INPUT --out OUTPUT [--profile P] [--set key=value ...]
@@ -99,13 +99,11 @@ def _run(args: argparse.Namespace) -> int:
 
     _check_uris(args)
     settings = load_settings(args.params, args.profile, args.overrides)
-    if args.command == "demo":
-        from flows.invert import run_demo
+    from flows.invert import run_demo, run_invert
 
+    if args.command == "demo":
         summary = run_demo(settings, output_uri=args.out)
     else:
-        from flows.invert import run_invert
-
         summary = run_invert(args.input, args.out, settings, dataset_name=args.dataset)
     shown = {k: summary[k] for k in ("counts", "output", "tracking", "tracking_failed",
                                      "tracking_error")

@@ -16,7 +16,7 @@
   (never `..`, never absolute, only `[A-Za-z0-9._-]`, bounded length; a name that had to be
   changed gets a short hash of the original so two different names never collide).
 - `content_key(...)`: the cache key of one image's results: sha256 of the image bytes, the
-  settings hash and the checkpoint fingerprints.
+  settings hash, the checkpoint fingerprints and the code versions of the stages.
 
 S3 credentials and endpoint come from the usual places (AWS_* environment, ~/.aws, or the
 `storage_options` argument); nothing here reads the environment itself.
@@ -360,10 +360,13 @@ def bytes_hash(data: bytes) -> str:
 
 
 def content_key(image_digest: str, settings_digest: str,
-                checkpoint_hashes: Mapping[str, str] | None = None) -> str:
-    """Key of one image's results: image bytes' sha256 + settings hash + checkpoint hashes."""
+                checkpoint_hashes: Mapping[str, str] | None = None,
+                code_versions: Mapping[str, str] | None = None) -> str:
+    """Key of one image's results: image bytes' sha256 + settings hash + checkpoint hashes
+    + {stage: hash of the source files it runs}."""
     blob = json.dumps({"image": image_digest, "settings": settings_digest,
-                       "checkpoints": dict(sorted((checkpoint_hashes or {}).items()))},
+                       "checkpoints": dict(sorted((checkpoint_hashes or {}).items())),
+                       "code": dict(sorted((code_versions or {}).items()))},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 

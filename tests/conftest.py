@@ -86,7 +86,7 @@ def shrink(settings, **extra):
     dump["tune"].update(steps=2, batch_size=2, log_every=1)
     dump["encode"]["projection_steps"] = 2
     dump["edit"].update(pca_samples=64, factors=[-2.0, 2.0])
-    dump["metrics"].update(locality_n=1, size=64)
+    dump["evaluate"].update(locality_n=1, size=64)
     dump["orchestration"].update(max_concurrency=2, retries=1, retry_delay_seconds=0.0)
     overrides = [f"{k}={v}" for k, v in extra.items()]
     return resolve({**dump, "profiles": {dump["profile"]: {}}}, dump["profile"], overrides)

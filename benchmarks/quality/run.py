@@ -172,8 +172,6 @@ def make_targets(G, kind: str, seed: int = 0):
 def make_cfg(base: TuneSection, overrides: dict, steps: int, batch: int) -> TuneSection:
     cfg = base.model_copy(deep=True)
     cfg.steps = steps
-    cfg.pti.steps = steps
-    cfg.projection.steps = steps
     cfg.projection.n_mean_latent = 4096
     cfg.batch_size = batch
     for key, value in overrides.items():

@@ -9,7 +9,8 @@ channel_max 512 on CUDA; on CPU the demo shape: multiplier 1, channel_max 64, st
 unless overridden). Per batch size B and method (gani, pti) the tuner runs k₁ and k₂ steps
 and s/step = (t₂ − t₁)/(k₂ − k₁), so the one-time setup (GANI's gradient at θ, module
 creation) is excluded and reported separately. images/hour = B · 3600 / (setup + steps ·
-s/step) with the profile's steps (300 GANI, 350 PTI). Both methods run the Eq. 5
+s/step) with 300 GANI steps (the profile's tune.steps) and 350 PTI steps (the PTI paper's
+count). Both methods run the Eq. 5
 regularizer (1 latent per step), L2 only (no LPIPS weights here; on a GPU box with them,
 LPIPS at 256 px would add a small constant). Peak memory: CUDA max_memory_allocated; CPU
 peak-RSS growth of a k₂-step run in a fresh process (gani.metrics.ResourceMeter; the
@@ -42,7 +43,6 @@ FULL_STEPS = {"gani": 300, "pti": 350}
 def timed(method, G, x, w, cfg, loss, steps, device):
     cfg = cfg.model_copy(deep=True)
     cfg.steps = steps
-    cfg.pti.steps = steps
     cfg.batch_size = x.shape[0]
     with ResourceMeter(device) as meter:
         tune_images(method, G, x, w, cfg, loss)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from gani.redact import redact_uri, uri_credentials
 
-from .schema import Settings
+from .schema import REMOVED_KEYS, Settings
 
 
 class ConfigError(ValueError):
@@ -59,11 +59,24 @@ def _allowed_keys(model: type[BaseModel], path: list[str]) -> list[str] | None:
     return sorted(fields) if fields else None
 
 
+def removed_key(path: Iterable[str]) -> str | None:
+    """What replaced a removed or renamed key (`path` or a section above it), else None."""
+    parts = list(path)
+    for n in range(1, len(parts) + 1):
+        hint = REMOVED_KEYS.get(".".join(parts[:n]))
+        if hint:
+            return hint
+    return None
+
+
 def format_validation_error(err: ValidationError, model: type[BaseModel] = Settings) -> str:
     lines = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
         path = ".".join(loc)
+        if e["type"] == "extra_forbidden" and removed_key(loc):
+            lines.append(f"{path}: {removed_key(loc)}")
+            continue
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1]) or []
             lines.append(f"{path}: unknown key; allowed here: {', '.join(allowed)}")
@@ -125,6 +138,8 @@ def resolve(data: Mapping, profile: str | None = None, overrides: Iterable[str] 
     merged["profile"] = name
     for item in overrides:
         path, value = parse_override(item)
+        if removed_key(path):
+            raise ConfigError(f"--set {'.'.join(path)}: {removed_key(path)}")
         allowed = _allowed_keys(Settings, path[:-1])
         if allowed is not None and path[-1] not in allowed:
             raise ConfigError(

@@ -1,8 +1,10 @@
 """Pydantic models for every knob in params.yaml, one class per section.
 
-Each section mirrors a pipeline stage (align -> encode -> tune -> edit -> metrics),
-plus `models` (which checkpoints), `tracking` (MLflow) and `orchestration` (Prefect).
-Unknown keys are errors, so a typo in params.yaml or `--set` never passes silently.
+Each section mirrors a pipeline stage (align -> encode -> tune -> edit -> evaluate, the
+names of gani.stages.layout.STAGES and dvc.yaml), plus `models` (which checkpoints),
+`tracking` (MLflow) and `orchestration` (Prefect). Unknown keys are errors, so a typo in
+params.yaml or `--set` never passes silently; keys that were removed or renamed are named in
+`REMOVED_KEYS` with what replaces them.
 """
 from __future__ import annotations
 
@@ -14,6 +16,17 @@ from gani.redact import has_password
 
 Domain = Literal["ffhq", "afhq_wild", "cars", "church", "horse", "demo"]
 DOMAINS: tuple[str, ...] = ("ffhq", "afhq_wild", "cars", "church", "horse", "demo")
+
+
+# Keys that params.yaml or `--set` may still carry from earlier versions -> what to write now.
+REMOVED_KEYS: dict[str, str] = {
+    "tune.pti.steps": "tune.pti.steps was removed: tune.steps is the step count of every "
+                      "method",
+    "tune.projection.steps": "tune.projection.steps was removed: tune.steps is the step count "
+                             "of every method (encode.projection_steps is the encode stage's)",
+    "metrics": "the metrics section was renamed evaluate, after the stage it configures: "
+               "write evaluate.size, evaluate.locality_n, evaluate.locality_seed",
+}
 
 
 class Section(BaseModel):
@@ -63,9 +76,12 @@ class AlignSection(Section):
 
 
 class EncodeSection(Section):
+    """The start latent. The projection knobs are the encode stage's own (used when there is
+    no encoder or `method` is a projection); they are not the tuner's `tune.steps`."""
+
     method: Literal["e4e", "w_projection", "wplus_projection"] = "e4e"
-    projection_steps: int = Field(200, ge=1)
-    projection_lr: float = Field(0.1, gt=0)
+    projection_steps: int = Field(200, ge=1, description="projector steps of the encode stage")
+    projection_lr: float = Field(0.1, gt=0, description="projector lr of the encode stage")
 
 
 class LossWeights(Section):
@@ -123,14 +139,15 @@ class OptimizerSection(Section):
 
 class PTISection(Section):
     lr: float = Field(3e-4, gt=0)
-    steps: int = Field(350, ge=1)
     locality: bool = True
 
 
 class ProjectionSection(Section):
-    """The StyleGAN2 projector (rosinality projector.py) as a tuner: W or W+ from w_init."""
+    """The StyleGAN2 projector (rosinality projector.py) as a tuner: W or W+ from w_init.
+    Its step count is `tune.steps`."""
 
-    steps: int = Field(300, ge=1)
+    """PTI's own knobs; its step count is `tune.steps`."""
+
     lr: float = Field(0.1, gt=0)
     lr_rampup: float = Field(0.05, ge=0, le=1)
     lr_rampdown: float = Field(0.25, ge=0, le=1)
@@ -146,7 +163,8 @@ class ProjectionSection(Section):
 
 class TuneSection(Section):
     method: Literal["gani", "pti", "wplus_projection", "w_projection", "e4e"] = "gani"
-    steps: int = Field(300, ge=0)
+    steps: int = Field(300, ge=0, description="optimisation steps of whichever method runs "
+                       "(e4e runs none: its results record 0)")
     batch_size: int = Field(1, ge=1)
     seed: int = 0
     log_every: int = Field(10, ge=1)
@@ -180,7 +198,9 @@ class EditSection(Section):
     factors: list[float] = [-3.0, 0.0, 3.0]
 
 
-class MetricsSection(Section):
+class EvaluateSection(Section):
+    """The evaluate stage: metric resolution and the locality protocol (docs/method.md)."""
+
     size: int = Field(256, ge=16)
     locality_n: int = Field(8, ge=1)
     locality_seed: int = 1234
@@ -227,6 +247,6 @@ class Settings(Section):
     encode: EncodeSection = EncodeSection()
     tune: TuneSection = TuneSection()
     edit: EditSection = EditSection()
-    metrics: MetricsSection = MetricsSection()
+    evaluate: EvaluateSection = EvaluateSection()
     tracking: TrackingSection = TrackingSection()
     orchestration: OrchestrationSection = OrchestrationSection()

@@ -2,7 +2,7 @@
 the encoder alone, the side-by-side comparison, and the image's final `status.json`.
 
 `seconds` and `peak_mem_bytes` are the image's tuning cost (from `tune.json`); locality
-compares the tuned generator with the original on `metrics.locality_n` seeded latents.
+compares the tuned generator with the original on `evaluate.locality_n` seeded latents.
 """
 from __future__ import annotations
 
@@ -79,10 +79,10 @@ def evaluate_image(item: ImageItem, layout: Layout, settings: Settings, rt: Runt
     kind = getattr(nets, "identity_kind", None)
     id_kind = "moco" if kind == "moco" else "face"
     common = dict(lpips_net=getattr(nets, "lpips", None), id_net=getattr(nets, "identity", None),
-                  id_kind=id_kind, domain=settings.domain, size=settings.metrics.size)
+                  id_kind=id_kind, domain=settings.domain, size=settings.evaluate.size)
     metrics = compute_metrics(aligned, recon, G=G, weight_deltas=deltas,
-                              locality_n=settings.metrics.locality_n,
-                              locality_seed=settings.metrics.locality_seed,
+                              locality_n=settings.evaluate.locality_n,
+                              locality_seed=settings.evaluate.locality_seed,
                               seconds=info.get("seconds"),
                               peak_mem_bytes=info.get("peak_mem_bytes"), **common)
     e4e_metrics = compute_metrics(aligned, e4e, **common)

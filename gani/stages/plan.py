@@ -1,14 +1,16 @@
 """Plan a run: list the dataset, give each image a safe id and its cache keys, skip finished work.
 
-An image's keys chain through the stages, so a changed parameter invalidates exactly its
-stage and those after it:
+An image's keys chain through the stages, so a changed parameter or a changed source file
+invalidates exactly its stage and those after it (code[s]: the hash of the source files
+stage s runs, `gani.stages.sources.code_version`):
 
-    align    = H(image digest, domain, align)
-    encode   = H(align, generator + encoder specs and files, encode)
-    tune     = H(encode, tune (without batch_size), models and files)
-    edit     = H(tune, edit)
-    evaluate = H(tune, metrics, models and files)
-    key      = content key: image digest + settings hash + checkpoint hashes (io.content_key)
+    align    = H(image digest, domain, align, code[align])
+    encode   = H(align, generator + encoder specs and files, encode, code[encode])
+    tune     = H(encode, tune (without batch_size), models and files, code[tune])
+    edit     = H(tune, edit, code[edit])
+    evaluate = H(tune, evaluate, models and files, code[evaluate])
+    key      = content key: image digest + settings hash + checkpoint hashes + the code of
+               every stage (io.content_key)
 
 The image digest is the sha256 of its bytes (locally), or the object store's ETag plus size
 for remote objects (so planning 10,000 images does not download them all).
@@ -27,9 +29,10 @@ from pydantic import BaseModel
 from gani import io
 from gani.config import Settings, settings_hash
 
-from .layout import Layout
+from .layout import STAGES, Layout
+from .sources import code_version
 
-RESULT_SECTIONS = ("domain", "models", "align", "encode", "tune", "edit", "metrics")
+RESULT_SECTIONS = ("domain", "models", "align", "encode", "tune", "edit", "evaluate")
 NO_CHECKPOINT = (None, "", "demo", "none")
 
 
@@ -98,17 +101,24 @@ def checkpoint_fingerprints(settings: Settings, data_dir: str | os.PathLike = "d
 
 # --------------------------------------------------------------------------- keys
 
-def stage_keys(digest: str, settings: Settings, fingerprints: Mapping[str, str]) -> dict[str, str]:
+def code_versions() -> dict[str, str]:
+    """{stage: hash of its source files}, computed once per process."""
+    return {stage: code_version(stage) for stage in STAGES}
+
+
+def stage_keys(digest: str, settings: Settings, fingerprints: Mapping[str, str],
+               code: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     s = settings.model_dump(mode="json")
     fp = dict(fingerprints)
+    code = code_versions() if code is None else code
     tune = dict(s["tune"])
     tune.pop("batch_size", None)  # batched == sequential: batching never changes results
-    k_align = _h("align", digest, s["domain"], s["align"])
+    k_align = _h("align", digest, s["domain"], s["align"], code["align"])
     k_encode = _h("encode", k_align, s["models"]["generator"], s["models"]["encoder"],
-                  s["encode"], fp.get("generator"), fp.get("encoder"))
-    k_tune = _h("tune", k_encode, tune, s["models"], fp)
-    k_edit = _h("edit", k_tune, s["edit"])
-    k_eval = _h("evaluate", k_tune, s["metrics"], s["models"], fp)
+                  s["encode"], fp.get("generator"), fp.get("encoder"), code["encode"])
+    k_tune = _h("tune", k_encode, tune, s["models"], fp, code["tune"])
+    k_edit = _h("edit", k_tune, s["edit"], code["edit"])
+    k_eval = _h("evaluate", k_tune, s["evaluate"], s["models"], fp, code["evaluate"])
     return {"align": k_align, "encode": k_encode, "tune": k_tune, "edit": k_edit,
             "evaluate": k_eval}
 
@@ -143,6 +153,7 @@ def plan_items(input_uri: str, settings: Settings, layout: Layout,
     ids = io.image_ids(rel for _, rel in listing)
     wanted = set(only) if only is not None else None
     rh = result_hash(settings)
+    code = code_versions()
     items = []
     for (uri, rel), image_id in zip(listing, ids):
         if wanted is not None and uri not in wanted:
@@ -151,8 +162,8 @@ def plan_items(input_uri: str, settings: Settings, layout: Layout,
             digest = image_digest(uri, layout.storage_options)
         except OSError as exc:
             digest = f"unreadable:{type(exc).__name__}"
-        keys = stage_keys(digest, settings, fingerprints)
-        key = io.content_key(digest, rh, fingerprints)
+        keys = stage_keys(digest, settings, fingerprints, code)
+        key = io.content_key(digest, rh, fingerprints, code)
         item = ImageItem(image_id=image_id, source=uri, rel=rel, digest=digest, stage_keys=keys,
                          key=key)
         status = layout.read_status(image_id)

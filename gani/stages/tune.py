@@ -4,8 +4,9 @@ e4e-only through `tune.method`), in batches of `tune.batch_size`.
 Writes per image `latent.pt` (final W+ latent, [1, n_latent, D]), `tuned.safetensors` (the
 compact artifact of `gani.tuning.artifact`: GANI module parameters + target, or deltas, or
 the latent and noise), `recon.png` (the tuned generator at that latent) and `tune.json`
-(loss curve, seconds, peak memory, method). An image whose tuning stops on a numerical fault
-(NaN/inf) is marked failed with reason `tuning_nonfinite`; the others of its batch go on. Out
+(method, `steps` run: `tune.steps`, 0 for e4e; loss curve, seconds, peak memory). An image
+whose tuning stops on a numerical fault (NaN/inf) is marked failed with reason
+`tuning_nonfinite`; the others of its batch go on. Out
 of device memory, the batch is halved and retried down to one image, and an image that does
 not fit even alone is marked failed with reason `out_of_memory`
 (`tune_images(on_oom="isolate")`). A store error writing one image's results does not lose
@@ -58,12 +59,12 @@ def targets_tensor(images: list, rt: Runtime, domain: str) -> torch.Tensor:
 
 
 def project(rt: Runtime, settings: Settings, aligned: list, method: str) -> torch.Tensor:
-    """W / W+ projection of aligned images (the encoder-less start), [B, n_latent, D]."""
+    """W / W+ projection of aligned images (the encoder-less start), [B, n_latent, D], with
+    the encode stage's own `encode.projection_steps` and `encode.projection_lr`."""
     from gani.tuning import tune_images
 
     enc = settings.encode
-    proj = settings.tune.projection.model_copy(update={"steps": enc.projection_steps,
-                                                        "lr": enc.projection_lr})
+    proj = settings.tune.projection.model_copy(update={"lr": enc.projection_lr})
     cfg = settings.tune.model_copy(update={"method": method, "steps": enc.projection_steps,
                                            "projection": proj})
     G = rt.G
@@ -89,6 +90,18 @@ def artifact_bytes(result, target: torch.Tensor, G) -> bytes:
         return path.read_bytes()
 
 
+def _cache_key(layout: Layout, item: ImageItem) -> tuple:
+    return (layout.uri(item.image_id, "tuned"), item.stage_keys[STAGE])
+
+
+def _remember(layout: Layout, item: ImageItem, result) -> None:
+    """Keep the result for edit and evaluate in this process (the last few only)."""
+    with _RESULTS_LOCK:
+        _RESULTS[_cache_key(layout, item)] = result
+        while len(_RESULTS) > _RESULTS_MAX:
+            _RESULTS.popitem(last=False)
+
+
 def load_result(layout: Layout, item: ImageItem, rt: Runtime):
     """The image's TunedImage (deltas rebuilt when the artifact stores GANI modules).
 
@@ -96,7 +109,7 @@ def load_result(layout: Layout, item: ImageItem, rt: Runtime):
     rebuild the deltas once."""
     from gani.tuning.artifact import load_artifact
 
-    key = (layout.uri(item.image_id, "tuned"), item.stage_keys[STAGE])
+    key = _cache_key(layout, item)
     with _RESULTS_LOCK:
         if key in _RESULTS:
             _RESULTS.move_to_end(key)
@@ -106,10 +119,7 @@ def load_result(layout: Layout, item: ImageItem, rt: Runtime):
         path.write_bytes(layout.read(item.image_id, "tuned"))
         art = load_artifact(path)
     result = art.result(rt.G, rt.loss) if art.mode == "modules" else art.result()
-    with _RESULTS_LOCK:
-        _RESULTS[key] = result
-        while len(_RESULTS) > _RESULTS_MAX:
-            _RESULTS.popitem(last=False)
+    _remember(layout, item, result)
     return result
 
 
@@ -122,14 +132,6 @@ def render_result(result, rt: Runtime) -> torch.Tensor:
 
     with torch.no_grad():
         return render(rt.G, result)
-
-
-def _remember(layout: Layout, item: ImageItem, result) -> None:
-    key = (layout.uri(item.image_id, "tuned"), item.stage_keys[STAGE])
-    with _RESULTS_LOCK:
-        _RESULTS[key] = result
-        while len(_RESULTS) > _RESULTS_MAX:
-            _RESULTS.popitem(last=False)
 
 
 # --------------------------------------------------------------------------- stage
@@ -187,6 +189,8 @@ def _reason(res) -> str:
 
 def _write_result(item: ImageItem, res, target: torch.Tensor, layout: Layout,
                   settings: Settings, rt: Runtime, peak_mem: Optional[int]) -> ImageItem:
+    from gani.tuning.api import steps_of
+
     if res.error:
         return mark(layout, item, STAGE, "failed", _reason(res), detail=res.error[:500])
     recon = render_result(res, rt)
@@ -197,7 +201,8 @@ def _write_result(item: ImageItem, res, target: torch.Tensor, layout: Layout,
     layout.write(item.image_id, "latent", tensor_bytes(latent))
     layout.write(item.image_id, "tuned", artifact_bytes(res, target, rt.G))
     layout.write(item.image_id, "recon", png_bytes(tensor2im(recon[0])))
-    info = {"method": res.method, "loss_curve": [float(v) for v in res.loss_curve],
+    info = {"method": res.method, "steps": steps_of(res.method, settings.tune),
+            "loss_curve": [float(v) for v in res.loss_curve],
             "parts": {k: [float(v) for v in vs] for k, vs in (res.parts or {}).items()},
             "seconds": float(res.seconds), "peak_mem_bytes": peak_mem,
             "peak_mem_scope": "batch", "batch_size": settings.tune.batch_size}

@@ -1,4 +1,6 @@
-"""One entry point for every tuner: `tune_images(method, G, targets, w_init, cfg, loss)`."""
+"""One entry point for every tuner: `tune_images(method, G, targets, w_init, cfg, loss)`.
+
+Every method that optimises runs `cfg.steps` steps (`tune.steps`); e4e runs none."""
 from __future__ import annotations
 
 import gc
@@ -17,6 +19,12 @@ from .pti import tune_pti
 from .result import TunedImage, TuningOOM
 
 METHODS = ("gani", "pti", "wplus_projection", "w_projection", "e4e")
+
+
+def steps_of(method: str, cfg: TuneSection) -> int:
+    """The optimisation steps `method` runs under `cfg`: `cfg.steps`, or 0 for e4e (the start
+    latent as is). A result's loss curve holds steps + 1 values unless it stopped early."""
+    return 0 if method == "e4e" else cfg.steps
 
 
 @torch.no_grad()

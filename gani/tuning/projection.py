@@ -1,7 +1,8 @@
 """W / W+ projection: the StyleGAN2 projector (rosinality projector.py) as a tuner.
 
 Optimises the latent (one W vector repeated over layers, or a full W+ code) and, when
-`optimize_noise`, the per-layer noise maps, with the generator fixed:
+`optimize_noise`, the per-layer noise maps, with the generator fixed, for T = `tune.steps`
+steps:
 
     lr_t    = lr · ramp(t/T):  cosine ramp-down over the last `lr_rampdown`, linear ramp-up
               over the first `lr_rampup`
@@ -75,7 +76,7 @@ def tune_projection(G, targets: torch.Tensor, w_init: torch.Tensor, cfg: TuneSec
                     first_index: int = 0) -> list[TunedImage]:
     t0 = time.perf_counter()
     pc = cfg.projection
-    B, T = targets.shape[0], pc.steps
+    B, T = targets.shape[0], cfg.steps
     dev = targets.device
     gen = torch.Generator().manual_seed(cfg.seed)
     sigma = latent_std(G, pc.n_mean_latent, cfg.seed)

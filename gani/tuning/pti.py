@@ -6,7 +6,7 @@ Choices (docs/method.md): the tuned parameters are the modulated-conv weights â€
 GANI corrects, > 99 % of the synthesis network's parameters â€” so both methods share one
 output format (weight deltas) and batching; the loss is L_sim restricted to its rec and LPIPS
 terms (PTI's L2 + LPIPS); the optional locality term is the same Eq. 5 regularizer GANI uses;
-Adam with PyTorch's default betas (0.9, 0.999), lr `tune.pti.lr`, `tune.pti.steps` steps.
+Adam with PyTorch's default betas (0.9, 0.999), lr `tune.pti.lr`, `tune.steps` steps.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def tune_pti(G, targets: torch.Tensor, w_init: torch.Tensor, cfg: TuneSection,
              loss: SimilarityLoss, progress: Optional[ProgressFn] = None,
              verbose: bool = False, first_index: int = 0) -> list[TunedImage]:
     t0 = time.perf_counter()
-    B, T = targets.shape[0], cfg.pti.steps
+    B, T = targets.shape[0], cfg.steps
     dev = targets.device
     w = w_init.detach().to(dev)
     loss = loss.restricted(("rec", "lpips"))

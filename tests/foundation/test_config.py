@@ -9,14 +9,14 @@ from gani.config import ConfigError, load_settings, read_params, resolve, settin
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"
 
-# DESIGN §2.5 (paper Table 1): steps and reconstruction loss per domain.
+# Paper Table 1 (docs/method.md#per-domain-defaults): steps and reconstruction loss per domain.
 TABLE1 = {"ffhq": (300, "l2"), "afhq_wild": (300, "l2"), "cars": (400, "smooth_l1"),
           "horse": (800, "smooth_l1"), "church": (800, "smooth_l1")}
 
 
 def test_every_section_is_present_in_params_yaml():
     data = read_params(PARAMS)
-    for section in ("align", "encode", "tune", "edit", "metrics", "tracking", "orchestration"):
+    for section in ("align", "encode", "tune", "edit", "evaluate", "tracking", "orchestration"):
         assert section in data, section
     assert set(data["profiles"]) == {"ffhq", "cars", "church", "horse", "afhq_wild", "demo"}
 
@@ -63,6 +63,44 @@ def test_bad_values_name_the_field_and_what_is_allowed(override, path, hint):
     with pytest.raises(ConfigError) as err:
         load_settings(PARAMS, "demo", [override])
     assert path in str(err.value) and hint in str(err.value)
+
+
+def test_sections_are_named_after_the_stages():
+    from gani.config.schema import Settings
+    from gani.stages.layout import STAGES
+
+    assert set(STAGES) <= set(Settings.model_fields)
+    assert "metrics" not in Settings.model_fields
+
+
+def test_steps_is_the_step_count_of_every_method():
+    for method in ("gani", "pti", "wplus_projection", "w_projection"):
+        s = load_settings(PARAMS, "demo", ["tune.steps=50", f"tune.method={method}"])
+        assert s.tune.steps == 50
+    tune = load_settings(PARAMS, "demo").tune
+    assert "steps" not in tune.pti.model_fields and "steps" not in tune.projection.model_fields
+
+
+@pytest.mark.parametrize("override, hint", [
+    ("tune.pti.steps=3", "tune.pti.steps was removed: tune.steps is the step count of every "
+                         "method"),
+    ("tune.projection.steps=3", "tune.projection.steps was removed: tune.steps is the step count"),
+    ("metrics.locality_n=1", "the metrics section was renamed evaluate"),
+])
+def test_removed_keys_on_the_command_line_say_what_replaced_them(override, hint):
+    with pytest.raises(ConfigError) as err:
+        load_settings(PARAMS, "demo", [override])
+    assert hint in str(err.value)
+
+
+def test_removed_keys_in_the_file_say_what_replaced_them():
+    data = read_params(PARAMS)
+    data["tune"]["pti"]["steps"] = 350
+    data["profiles"]["demo"]["metrics"] = {"locality_n": 4}
+    with pytest.raises(ConfigError) as err:
+        resolve(data, "demo")
+    assert "tune.pti.steps: tune.pti.steps was removed" in str(err.value)
+    assert "metrics: the metrics section was renamed evaluate" in str(err.value)
 
 
 def test_unknown_key_in_file_is_an_error(tmp_path):

@@ -168,7 +168,7 @@ def test_dvc_repro_runs_skips_and_reruns_from_tune(tmp_path):
     demo["models"] = TINY_DEMO
     demo["tune"].update(steps=2, batch_size=2)
     demo["edit"]["pca_samples"] = 64
-    demo["metrics"]["locality_n"] = 1
+    demo["evaluate"]["locality_n"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _git_dvc_repo(repo, env)
     subprocess.run(["git", "add", "-A"], cwd=repo, env=env, check=True, capture_output=True)

@@ -77,6 +77,46 @@ def test_rerun_recomputes_nothing(first_run):
     assert mtimes(out) == before
 
 
+def test_code_change_reruns_its_stage_and_what_follows_only(first_run, monkeypatch):
+    """A changed tuner (its code version) recomputes tune, edit and evaluate; align and
+    encode stay. The version is the hash of the sources tune runs (gani.stages.sources)."""
+    import importlib
+
+    plan_module = importlib.import_module("gani.stages.plan")  # gani.stages.plan: a function
+    data, out, settings, _ = first_run
+    before = mtimes(out)
+    real = plan_module.code_version
+    monkeypatch.setattr(plan_module, "code_version",
+                        lambda stage: real(stage) + ("-changed" if stage == "tune" else ""))
+    summary = run_pipeline(str(data), Layout(str(out)), settings)
+    assert summary["processed"] == 3 and summary["counts"]["done"] == 1
+    after = mtimes(out)
+    for kept in ["astronaut/aligned.png", "astronaut/e4e_latent.pt", "astronaut/e4e.png"]:
+        assert after[kept] == before[kept], kept
+    for redone in ["astronaut/tuned.safetensors", "astronaut/edits.png",
+                   "astronaut/metrics.json", "astronaut/status.json"]:
+        assert after[redone] != before[redone], redone
+    again = run_pipeline(str(data), Layout(str(out)), settings)  # same code: nothing to do
+    assert again["processed"] == 0 and mtimes(out) == after
+
+
+@pytest.mark.parametrize("method", ["gani", "pti", "wplus_projection", "w_projection", "e4e"])
+def test_tune_steps_is_the_step_count_of_every_method(first_run, shrink, tmp_path, method):
+    """`--set tune.steps=3` runs 3 steps whatever `--set tune.method` is (e4e: none)."""
+    import shutil
+
+    data, out, settings, _ = first_run
+    shutil.copytree(out, tmp_path / "out")
+    layout = Layout(str(tmp_path / "out"))
+    changed = shrink(settings, **{"tune.method": method, "tune.steps": 3})
+    todo = [i for i in plan(str(data), layout, changed) if i.image_id == "astronaut"]
+    assert [i.state for i in run_stage("tune", todo, layout, changed)] == ["pending"]
+    info = json.loads((tmp_path / "out" / "astronaut" / "tune.json").read_text())
+    steps = 0 if method == "e4e" else 3
+    assert info["method"] == method and info["steps"] == steps
+    assert len(info["loss_curve"]) == steps + 1
+
+
 def test_tune_change_reruns_tune_and_what_follows_only(first_run, shrink):
     data, out, settings, _ = first_run
     before = mtimes(out)

@@ -36,7 +36,7 @@ TINY = ["models.generator.size=32", "models.generator.style_dim=32",
         "models.generator.n_mlp=2", "models.generator.channel_max=32",
         "models.encoder.width_div=16", "tune.steps=2", "tune.batch_size=2", "tune.log_every=1",
         "encode.projection_steps=2", "edit.pca_samples=64", "edit.factors=[-2.0,2.0]",
-        "metrics.locality_n=1", "metrics.size=64", "orchestration.max_concurrency=2",
+        "evaluate.locality_n=1", "evaluate.size=64", "orchestration.max_concurrency=2",
         "orchestration.retries=1", "orchestration.retry_delay_seconds=0"]
 
 GOOD = ["astronaut.png", "astronaut_mirrored.jpg", "astronaut_tilted.png"]

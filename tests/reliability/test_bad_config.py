@@ -22,7 +22,7 @@ GEN = "stylegan2-ffhq-config-f"           # a registry name; its file is stylega
 TINY = ["models.generator.size=32", "models.generator.style_dim=32", "models.generator.n_mlp=2",
         "models.generator.channel_max=32", "models.generator.channel_multiplier=1",
         "models.encoder.width_div=16", "tune.steps=2", "edit.pca_samples=64",
-        "metrics.locality_n=1", "tracking.enabled=false"]
+        "evaluate.locality_n=1", "tracking.enabled=false"]
 
 
 class _Evil:

@@ -450,7 +450,7 @@ def test_converted_variants_keep_the_picture(name, colour):
 CLI_TINY = ["models.generator.size=32", "models.generator.style_dim=32",
             "models.generator.n_mlp=2", "models.generator.channel_max=32",
             "models.encoder.width_div=16", "tune.steps=2", "encode.projection_steps=2",
-            "edit.pca_samples=64", "metrics.locality_n=1", "metrics.size=64",
+            "edit.pca_samples=64", "evaluate.locality_n=1", "evaluate.size=64",
             "orchestration.retries=1", "orchestration.retry_delay_seconds=0",
             "tracking.enabled=false"]
 

@@ -48,3 +48,12 @@ def test_progress_callback_and_w_latent_input(G, targets, w0):
     tune_images("gani", G, targets, w0[:, 0], cfg, pixel_loss(cfg), progress=seen.append)
     assert [e["step"] for e in seen] == [0, 2, 4]
     assert all(len(e["losses"]) == 2 and e["method"] == "gani" for e in seen)
+
+
+@pytest.mark.parametrize("method", api.METHODS)
+def test_every_method_runs_tune_steps(G, targets, w0, method):
+    """tune.steps is the step count of whichever method runs; e4e runs none (one value)."""
+    cfg = cfg_for(steps=3)
+    res = tune_images(method, G, targets, w0, cfg, pixel_loss(cfg))
+    assert api.steps_of(method, cfg) == (0 if method == "e4e" else 3)
+    assert [len(r.loss_curve) for r in res] == [api.steps_of(method, cfg) + 1] * 2

@@ -20,8 +20,6 @@ def tiny_generator(seed: int = 0):
 def cfg_for(steps: int = 12, **over) -> TuneSection:
     """A small TuneSection: `over` maps dotted keys ('gmm.blocks') to values."""
     cfg = TuneSection(steps=steps, batch_size=2, log_every=1)
-    cfg.pti.steps = max(steps, 1)
-    cfg.projection.steps = max(steps, 1)
     cfg.projection.n_mean_latent = 256
     cfg.optimizer.lr = 3e-5  # fan_in scaling: 3e-5 · 512/16 ≈ 1e-3 for the tiny G's C = 16
     for key, value in over.items():

@@ -77,6 +77,21 @@ def test_rerun_recomputes_nothing(first_run):
     assert mtimes(out) == before
 
 
+def rerun_from_tune(data, out, settings) -> dict:
+    """Run again, check tune, edit and evaluate were redone and align, encode kept; the
+    files' new mtimes."""
+    before = mtimes(out)
+    summary = run_pipeline(str(data), Layout(str(out)), settings)
+    assert summary["processed"] == 3 and summary["counts"]["done"] == 1
+    after = mtimes(out)
+    for kept in ["aligned.png", "e4e_latent.pt", "e4e.png"]:
+        assert after[f"astronaut/{kept}"] == before[f"astronaut/{kept}"], kept
+    for redone in ["recon.png", "tuned.safetensors", "edits.png", "metrics.json",
+                   "status.json"]:
+        assert after[f"astronaut/{redone}"] != before[f"astronaut/{redone}"], redone
+    return after
+
+
 def test_code_change_reruns_its_stage_and_what_follows_only(first_run, monkeypatch):
     """A changed tuner (its code version) recomputes tune, edit and evaluate; align and
     encode stay. The version is the hash of the sources tune runs (gani.stages.sources)."""
@@ -84,18 +99,10 @@ def test_code_change_reruns_its_stage_and_what_follows_only(first_run, monkeypat
 
     plan_module = importlib.import_module("gani.stages.plan")  # gani.stages.plan: a function
     data, out, settings, _ = first_run
-    before = mtimes(out)
     real = plan_module.code_version
     monkeypatch.setattr(plan_module, "code_version",
                         lambda stage: real(stage) + ("-changed" if stage == "tune" else ""))
-    summary = run_pipeline(str(data), Layout(str(out)), settings)
-    assert summary["processed"] == 3 and summary["counts"]["done"] == 1
-    after = mtimes(out)
-    for kept in ["astronaut/aligned.png", "astronaut/e4e_latent.pt", "astronaut/e4e.png"]:
-        assert after[kept] == before[kept], kept
-    for redone in ["astronaut/tuned.safetensors", "astronaut/edits.png",
-                   "astronaut/metrics.json", "astronaut/status.json"]:
-        assert after[redone] != before[redone], redone
+    after = rerun_from_tune(data, out, settings)
     again = run_pipeline(str(data), Layout(str(out)), settings)  # same code: nothing to do
     assert again["processed"] == 0 and mtimes(out) == after
 
@@ -119,16 +126,7 @@ def test_tune_steps_is_the_step_count_of_every_method(first_run, shrink, tmp_pat
 
 def test_tune_change_reruns_tune_and_what_follows_only(first_run, shrink):
     data, out, settings, _ = first_run
-    before = mtimes(out)
-    changed = shrink(settings, **{"tune.steps": 3})
-    summary = run_pipeline(str(data), Layout(str(out)), changed)
-    assert summary["processed"] == 3 and summary["counts"]["done"] == 1
-    after = mtimes(out)
-    for kept in ["astronaut/aligned.png", "astronaut/e4e_latent.pt", "astronaut/e4e.png"]:
-        assert after[kept] == before[kept], kept
-    for redone in ["astronaut/recon.png", "astronaut/tuned.safetensors",
-                   "astronaut/metrics.json", "astronaut/edits.png"]:
-        assert after[redone] != before[redone], redone
+    rerun_from_tune(data, out, shrink(settings, **{"tune.steps": 3}))
     info = json.loads((out / "astronaut" / "tune.json").read_text())
     assert len(info["loss_curve"]) == 4        # steps 0..3
 

@@ -8,7 +8,7 @@ One image's results sit in `<root>/<image_id>/`:
     latent.pt          the final W+ latent (tune)
     tuned.safetensors  the compact tuning result (tune; only the latent for e4e / projection)
     recon.png          the tuned reconstruction (tune)
-    tune.json          loss curve, seconds, peak memory, method (tune)
+    tune.json          method, steps run, loss curve, seconds, peak memory (tune)
     edits.png          the edit grid rendered with the tuned generator (edit)
     compare.png        aligned | e4e | tuned, side by side (evaluate)
     metrics.json       the metric keys (evaluate; docs/output-contract.md#metricsjson)

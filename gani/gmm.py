@@ -1,13 +1,23 @@
-"""Gradient Modification Modules (paper Eqs. 2–4; DESIGN §2.3; reasoning in docs/method.md).
+"""Gradient Modification Modules (paper Eqs. 2–4; reasoning in docs/method.md).
 
 A modulated-conv weight θ_l of shape [out, in, k, k] and its gradient g_l are viewed as
-out·k·k *rows* of length C = in (`to_rows`). A module M_C maps each row to a row:
+out·k·k *rows* of length C = in (`to_rows`). A module M maps each row to a row:
 
     z_0 = prenorm(g_row)                      pre_norm: none | sn | in
-    z_b = z_{b-1} + W₂ᵇ · σ(postnorm(W₁ᵇ · z_{b-1} + bᵇ)),   b = 1..B (blocks)
-                                              post_norm: none | sn | in;  σ = LeakyReLU(0.2)
-    correction = z_B − z_0        (identity_path = false: only the residual branches)
-               = z_B              (identity_path = true: the literal θ' = θ + M_C(g))
+    h_b = σ(a_l ⊙ postnorm(W₁ᵇ · z_{b-1} + bᵇ) + o_l)      post_norm: none | sn | in
+    z_b = z_{b-1} + W₂ᵇ · h_b,   b = 1..B (blocks);        σ = LeakyReLU(0.2)
+    M(g) = z_B − z_0              (identity_path = false: only the residual branches)
+         = z_B                    (identity_path = true: the literal residual output)
+
+**Sign (Eq. 2).** M maps a gradient to a gradient-like *update direction*, which is
+subtracted, as PTI's "regular gradient step" θ − η·g is:
+
+    θ' = θ + Δ,   Δ = −M(g)
+
+so the literal reading (identity path, zero W₂, no pre-norm) starts at θ − g, a descent
+step. (Until issue 13 the code added +M(g): with the identity path that is gradient
+*ascent*.) With identity_path false and zero W₂ the start is exact, Δ = 0, and the sign only
+mirrors what the branches learn.
 
 ScaleNorm (SN) is x · s / ‖x‖ with one learned scalar s, initialised to √C; IN is the row
 standardised over its C entries (no affine). Both use eps 1e-12: gradient rows have norms
@@ -15,13 +25,28 @@ standardised over its C entries (no affine). Both use eps 1e-12: gradient rows h
 `init_scale`; W₂ is zero when `zero_init_last` (with identity_path false this is an exact
 identity start: θ' = θ at step 0); the bias b is zero or U(±1/√C).
 
-**Sharing**: one module per channel count C, shared by every layer whose weight rows have
-length C (paper: "networks assigned to convolutional layers with the number of channels C
-share the same parameters"). **Batching**: a `GMMBank` holds B independent copies (one per
-image) stacked on dim 0 of every parameter, applied with batched matmuls; all copies start
-from the same seeded initialisation, so image i of a batch equals a run of image i alone.
+**Sharing** (`sharing`):
 
-Variant (ours, off by default): `row_scale: grad_norm` multiplies each correction row by
+- `channels` (paper): one module M_C per channel count C, shared by every layer whose rows
+  have length C ("networks assigned to convolutional layers with the number of channels C
+  share the same parameters"); a_l = 1, o_l = 0 (absent).
+- `layer`: one module M_l per modulated conv (no sharing); a_l = 1, o_l = 0.
+- `channels_affine` (MEND-style): M_C shared per C as above, plus a learned per-layer gain
+  a_l ∈ R^C and offset o_l ∈ R^C per block, initialised to 1 and 0 (so it starts as
+  `channels` does, exactly).
+
+**Optimizer reading** (`reading: optimizer`, gani/tuning/learned_optimizer.py): the same
+modules transform the gradient g_t of the *current* weights each step,
+
+    M_opt(g_t) = g_t + ‖g_row‖ · (z_B − z_0)(g_t)      (per row; `GMMBank.direction`)
+
+and M_opt(g_t) replaces the gradient in PTI's Adam update of the weight deltas.
+
+**Batching**: a `GMMBank` holds B independent copies (one per image) stacked on dim 0 of
+every parameter, applied with batched matmuls; all copies start from the same seeded
+initialisation, so image i of a batch equals a run of image i alone.
+
+Variant (ours, off by default): `row_scale: grad_norm` multiplies each row of M(g) by
 ‖g_row‖ / mean‖g_row‖ over its layer, so rows the loss does not touch are not moved
 (SN otherwise makes every row's correction the same size whatever its gradient).
 """
@@ -39,6 +64,7 @@ from gani.config.schema import GMMSection
 
 NORM_EPS = 1e-12
 LRELU_SLOPE = 0.2
+SHARINGS = ("channels", "layer", "channels_affine")
 
 
 def to_rows(w: torch.Tensor) -> torch.Tensor:
@@ -79,14 +105,15 @@ def _norm(kind: str, x: torch.Tensor, s: Optional[torch.Tensor]) -> torch.Tensor
 
 
 class GMM(nn.Module):
-    """The module M_C for one channel count C, B independent copies on dim 0.
+    """One module M (shared by a channel count, or one layer's own), B copies on dim 0.
 
     Parameters: w1, w2 [B, blocks, C, C]; b [B, blocks, C]; s_post [B, blocks] (post-norm
-    SN), s_pre [B] (pre-norm SN).
+    SN), s_pre [B] (pre-norm SN); with `n_layers` > 0 (sharing channels_affine) the per-layer
+    gain a [B, n_layers, blocks, C] (init 1) and offset o (init 0).
     """
 
     def __init__(self, channels: int, cfg: GMMSection, batch: int = 1,
-                 generator: Optional[torch.Generator] = None):
+                 generator: Optional[torch.Generator] = None, n_layers: int = 0):
         super().__init__()
         C, nb = int(channels), int(cfg.blocks)
         self.channels, self.cfg, self.batch = C, cfg, batch
@@ -110,19 +137,35 @@ class GMM(nn.Module):
             if cfg.post_norm == "sn" else None
         self.s_pre = nn.Parameter(torch.full((batch,), math.sqrt(C))) \
             if cfg.pre_norm == "sn" else None
+        self.a = nn.Parameter(torch.ones(batch, n_layers, nb, C)) if n_layers else None
+        self.o = nn.Parameter(torch.zeros(batch, n_layers, nb, C)) if n_layers else None
 
-    def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        """rows [B, R, C] (gradient rows) → corrections [B, R, C]."""
+    def _affine(self, h: torch.Tensor, k: int, layer_index: Optional[torch.Tensor]):
+        """a_l ⊙ h + o_l per row (row r belongs to layer layer_index[r]); identity without."""
+        if self.a is None:
+            return h
+        if layer_index is None:
+            raise ValueError("a module with per-layer gains needs each row's layer index")
+        a = self.a[:, :, k].index_select(1, layer_index)
+        o = self.o[:, :, k].index_select(1, layer_index)
+        return h * a + o
+
+    def forward(self, rows: torch.Tensor, layer_index: Optional[torch.Tensor] = None,
+                identity_path: Optional[bool] = None) -> torch.Tensor:
+        """rows [B, R, C] (gradient rows) → M(g) [B, R, C]: z_B, or z_B − z_0 when
+        `identity_path` (default cfg.identity_path) is false."""
         cfg = self.cfg
+        ident = cfg.identity_path if identity_path is None else identity_path
         s_pre = None if self.s_pre is None else self.s_pre.view(-1, 1, 1)
         z0 = _norm(cfg.pre_norm, rows, s_pre)
         z = z0
         for k in range(cfg.blocks):
             h = torch.baddbmm(self.b[:, k].unsqueeze(1), z, self.w1[:, k].transpose(1, 2))
             s = None if self.s_post is None else self.s_post[:, k].view(-1, 1, 1)
-            h = F.leaky_relu(_norm(cfg.post_norm, h, s), LRELU_SLOPE)
+            h = F.leaky_relu(self._affine(_norm(cfg.post_norm, h, s), k, layer_index),
+                             LRELU_SLOPE)
             z = z + torch.bmm(h, self.w2[:, k].transpose(1, 2))
-        return z if cfg.identity_path else z - z0
+        return z if ident else z - z0
 
 
 class GradientRows:
@@ -161,23 +204,45 @@ class GradientRows:
     def channels(self) -> list[int]:
         return list(self.rows)
 
+    def layers_of(self, channels: int) -> list[str]:
+        return [n for n, (C, *_) in self.layout.items() if C == channels]
+
+
+def _key(name: str) -> str:
+    """A layer name as a ModuleDict key (no dots)."""
+    return name.replace(".", "_")
+
 
 class GMMBank(nn.Module):
-    """All modules {C: M_C} for a generator's modulated convs, for B images.
+    """All modules of a generator's modulated convs, for B images, shared per `cfg.sharing`.
 
-    `layer_channels` maps each modulated-conv name to its C (= in-channels); `forward(rows)`
-    returns weight deltas {name: [B, out, in, k, k]} ready for `G.synthesis(weight_deltas=)`.
+    `layer_channels` maps each modulated-conv name to its C (= in-channels). `forward(rows)`
+    returns the reparametrisation's weight deltas Δ = −M(g) {name: [B, out, in, k, k]}, ready
+    for `G.synthesis(weight_deltas=)`; `direction(rows)` the optimizer reading's M_opt(g).
     """
 
     def __init__(self, layer_channels: Mapping[str, int], cfg: GMMSection, batch: int = 1,
                  seed: int = 0):
         super().__init__()
+        if cfg.sharing not in SHARINGS:
+            raise ValueError(f"unknown sharing {cfg.sharing!r}; one of {SHARINGS}")
         self.cfg, self.batch = cfg, int(batch)
         self.layer_channels = OrderedDict(layer_channels)
-        channels = sorted(set(self.layer_channels.values()))
         gen = torch.Generator().manual_seed(int(seed))
-        self.modules_by_c = nn.ModuleDict(
-            {str(C): GMM(C, cfg, batch, gen) for C in channels})
+        # per-C slot of each layer (its index among the layers of its C, in layer order)
+        self.slot: dict[str, int] = {}
+        counts: dict[int, int] = {}
+        for name, C in self.layer_channels.items():
+            self.slot[name] = counts.get(C, 0)
+            counts[C] = self.slot[name] + 1
+        if cfg.sharing == "layer":
+            self.modules_by_layer = nn.ModuleDict(
+                {_key(n): GMM(C, cfg, batch, gen) for n, C in self.layer_channels.items()})
+        else:
+            affine = cfg.sharing == "channels_affine"
+            self.modules_by_c = nn.ModuleDict(
+                {str(C): GMM(C, cfg, batch, gen, counts[C] if affine else 0)
+                 for C in sorted(counts)})
 
     @classmethod
     def for_generator(cls, G, cfg: GMMSection, batch: int = 1, seed: int = 0) -> "GMMBank":
@@ -185,26 +250,76 @@ class GMMBank(nn.Module):
         return cls(chans, cfg, batch, seed)
 
     def module(self, channels: int) -> GMM:
+        """The module shared by channel count C (sharing channels / channels_affine)."""
+        if self.cfg.sharing == "layer":
+            raise ValueError("sharing 'layer' has one module per layer: use module_of(name)")
         return self.modules_by_c[str(int(channels))]
 
-    def forward(self, grads: GradientRows) -> "OrderedDict[str, torch.Tensor]":
+    def module_of(self, name: str) -> GMM:
+        """The module that serves layer `name`."""
+        if self.cfg.sharing == "layer":
+            return self.modules_by_layer[_key(name)]
+        return self.module(self.layer_channels[name])
+
+    def _layer_index(self, grads: GradientRows, C: int, device) -> torch.Tensor:
+        """Each row's slot among the layers of its C ([ΣR] long), for the per-layer affine."""
+        parts = [torch.full((b - a,), self.slot[n], dtype=torch.long)
+                 for n, (c, a, b, _) in grads.layout.items() if c == C]
+        return torch.cat(parts).to(device)
+
+    def _module_rows(self, grads: GradientRows, identity_path: Optional[bool]) -> dict:
+        """M(g) per layer as rows {name: [B, R_l, C]}."""
         if grads.batch != self.batch:
             raise ValueError(f"gradients for {grads.batch} images, modules for {self.batch}")
-        out_rows = {C: self.module(C)(rows) for C, rows in grads.rows.items()}
+        out = OrderedDict()
+        if self.cfg.sharing == "layer":
+            for name, (C, a, b, _) in grads.layout.items():
+                out[name] = self.module_of(name)(grads.rows[C][:, a:b],
+                                                 identity_path=identity_path)
+            return out
+        for C, rows in grads.rows.items():
+            idx = (self._layer_index(grads, C, rows.device)
+                   if self.cfg.sharing == "channels_affine" else None)
+            m = self.module(C)(rows, idx, identity_path)
+            for name in grads.layers_of(C):
+                _, a, b, _ = grads.layout[name]
+                out[name] = m[:, a:b]
+        return out
+
+    def forward(self, grads: GradientRows) -> "OrderedDict[str, torch.Tensor]":
+        """Reparametrisation reading: Δ_l = −M(g_l) (× row scales), as weights."""
         deltas = OrderedDict()
-        for name, (C, a, b, shape) in grads.layout.items():
-            r = out_rows[C][:, a:b]
+        for name, r in self._module_rows(grads, None).items():
             if grads.scales is not None:
                 r = r * grads.scales[name]
-            deltas[name] = from_rows(r, shape)
+            deltas[name] = -from_rows(r, grads.layout[name][3])
         return deltas
 
+    def direction(self, grads: GradientRows) -> "OrderedDict[str, torch.Tensor]":
+        """Optimizer reading: M_opt(g) = g + ‖g_row‖ · (z_B − z_0)(g), as weights.
+
+        With W₂ = 0 the branch term is an exact 0, so M_opt(g) = g bit for bit."""
+        out = OrderedDict()
+        for name, r in self._module_rows(grads, False).items():
+            C, a, b, shape = grads.layout[name]
+            g = grads.rows[C][:, a:b]
+            out[name] = from_rows(g + g.norm(dim=-1, keepdim=True) * r, shape)
+        return out
+
+    def _named_modules_with_c(self):
+        if self.cfg.sharing == "layer":
+            for name, C in self.layer_channels.items():
+                yield self.modules_by_layer[_key(name)], C
+        else:
+            for key, m in self.modules_by_c.items():
+                yield m, int(key)
+
     def param_groups(self, lr: float, lr_scaling: str = "none") -> list[dict]:
-        """Optimizer groups, one per C; lr_scaling 'fan_in' gives lr·512/C (lr is the rate of
-        a C = 512 module; a module's output moves ∝ C·lr under Adam, see docs/method.md)."""
+        """Optimizer groups, one per module; lr_scaling 'fan_in' gives lr·512/C (lr is the
+        rate of a C = 512 module; a module's output moves ∝ C·lr under Adam, see
+        docs/method.md)."""
         groups = []
-        for key, m in self.modules_by_c.items():
-            C = int(key)
+        for m, C in self._named_modules_with_c():
             g_lr = lr * 512.0 / C if lr_scaling == "fan_in" else lr
             groups.append({"params": [p for p in m.parameters()], "lr": g_lr, "channels": C})
         return groups

@@ -104,7 +104,7 @@ class RegularizerSection(Section):
 
 
 class GMMSection(Section):
-    """Gradient Modification Modules (DESIGN §2.3); reasoning in docs/method.md."""
+    """Gradient Modification Modules; reasoning in docs/method.md."""
 
     blocks: int = Field(2, ge=1, le=16)
     pre_norm: Literal["none", "sn", "in"] = "in"
@@ -119,6 +119,15 @@ class GMMSection(Section):
     row_scale: Literal["none", "grad_norm"] = Field(
         "none", description="grad_norm: scale each correction row by its gradient row's "
         "norm / the layer mean (our variant; keeps untouched rows still)")
+    reading: Literal["reparam", "optimizer"] = Field(
+        "reparam", description="reparam: θ' = θ − M_φ(g), only φ trained (paper Eq. 2); "
+        "optimizer: M_φ(g_t) = g_t + ‖g_row‖·branch_φ(IN(g_t)) replaces the gradient in "
+        "PTI's Adam on the weight deltas, φ trained by the look-ahead hypergradient")
+    sharing: Literal["channels", "layer", "channels_affine"] = Field(
+        "channels", description="channels: one module per channel count (paper); layer: one "
+        "per modulated conv; channels_affine: per C plus a learned per-layer gain and offset")
+    lookahead: int = Field(1, ge=0, le=64, description="reading optimizer: steps per φ update "
+                           "(the hypergradient unrolls that many Adam steps); 0 = φ frozen")
 
 
 class OptimizerSection(Section):
@@ -138,6 +147,8 @@ class OptimizerSection(Section):
 
 
 class PTISection(Section):
+    """PTI's own knobs; its step count is `tune.steps`."""
+
     lr: float = Field(3e-4, gt=0)
     locality: bool = True
 
@@ -145,8 +156,6 @@ class PTISection(Section):
 class ProjectionSection(Section):
     """The StyleGAN2 projector (rosinality projector.py) as a tuner: W or W+ from w_init.
     Its step count is `tune.steps`."""
-
-    """PTI's own knobs; its step count is `tune.steps`."""
 
     lr: float = Field(0.1, gt=0)
     lr_rampup: float = Field(0.05, ge=0, le=1)

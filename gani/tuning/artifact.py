@@ -2,23 +2,33 @@
 
 Three layouts, chosen by `mode` ("auto" picks the first that applies):
 
-- **modules** (GANI, gradient_source original): the image's module parameters φ, the latent
-  and the aligned target image. The deltas are a deterministic function of them:
-  Δ = correction_φ(∇_θ L_sim(x, G(w; θ))), so `load_artifact(...).result(G, loss)` recomputes
+- **modules** (GANI, reading reparam, gradient_source original): the image's module
+  parameters φ, the latent and the aligned target image. The deltas are a deterministic
+  function of them: Δ = −M_φ(∇_θ L_sim(x, G(w; θ))), so `load_artifact(...).result(G, loss)` recomputes
   the gradient once (one forward + backward) and applies the modules. The target is stored
   as uint8 when that is lossless (the usual case: an image read from disk and normalised
   with ToTensor + Normalize(0.5, 0.5)), else as float32. Needs the same G and the same loss
   networks (the active terms are recorded and checked).
   Size: Σ_C (2·blocks·C² + …) floats + H·W·3 bytes — for FFHQ 1024 with 2 blocks ≈ 5.6 MB
   of modules + 3 MB of target, against 94 MB for the fp32 deltas (121 MB for the generator).
-- **deltas** (PTI, GANI with gradient_source current): the weight deltas themselves, fp32
-  or fp16 (`dtype="fp16"`: half the size; the deltas are small, ~1e-3 of the weights, so the
-  rounding error is ~1e-3 of the delta, far below the tuning's effect).
+- **deltas** (PTI, GANI reading optimizer or gradient_source current): the weight deltas
+  themselves, fp32 or fp16 (`dtype="fp16"`: half the size; the deltas are small, ~1e-3 of
+  the weights, so the rounding error is ~1e-3 of the delta, far below the tuning's effect).
+  `dtype=None` picks fp16 for GANI's optimizer reading (its deltas cannot be rebuilt from
+  φ, so they are its artifact) and fp32 otherwise. `rank=r` stores each layer's delta,
+  viewed as a matrix [out, in·k·k], as its best rank-r approximation U_r·S_r · V_rᵀ
+  (truncated SVD; factors [out, r] and [r, in·k·k] in `dtype`), or in full where that is
+  no larger: r·(out + in·k·k) < out·in·k·k. Lossy: the error is the discarded singular
+  values, reported by `lowrank_error`.
 - **latent** (projection, e4e): the latent (+ the projector's noise maps).
 
 Tolerance (tested in tests/tuning/test_artifact.py): modules and fp32 deltas reload to the
 same rendered image within 1e-4 max-abs on CPU (the gradient is recomputed with a batch of
 one, so float reductions may reorder); fp16 deltas within 1e-2.
+
+`artifact_nbytes(shapes, mode, ...)` is the tensor payload of an artifact for a generator
+whose modulated convs have the given shapes (`modulated_conv_shapes(1024)`: the official
+FFHQ architecture), the number docs/method.md reports per image at 1024 px.
 
 Files are written atomically (temporary file + rename).
 """
@@ -29,7 +39,8 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from collections import OrderedDict
+from typing import Mapping, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -58,6 +69,87 @@ def decode_target(t: torch.Tensor, encoding: str) -> torch.Tensor:
     raise ValueError(f"unknown target encoding {encoding!r}")
 
 
+def modulated_conv_shapes(size: int = 1024, channel_multiplier: int = 2,
+                          channel_max: int = 512) -> "OrderedDict[str, tuple]":
+    """{name: (out, in, k, k)} of a StyleGAN2 generator's modulated convs, in the order of
+    `Generator.modulated_convs()`, without building it (config-f at 1024 by default)."""
+    from gani.models.stylegan2 import channel_table
+
+    ch = channel_table(size, channel_multiplier, channel_max)
+    shapes = OrderedDict(conv1=(ch[4], ch[4], 3, 3), to_rgb1=(3, ch[4], 1, 1))
+    in_ch, res, k = ch[4], 8, 0
+    while res <= size:
+        out = ch[res]
+        shapes[f"convs.{2 * k}"] = (out, in_ch, 3, 3)
+        shapes[f"convs.{2 * k + 1}"] = (out, out, 3, 3)
+        shapes[f"to_rgbs.{k}"] = (3, out, 1, 1)
+        in_ch, res, k = out, res * 2, k + 1
+    return shapes
+
+
+def _lowrank_kept(shape, rank: int) -> Optional[int]:
+    """The rank stored for a delta of `shape` [out, in, k, k], or None when full is no larger."""
+    o = shape[0]
+    n = int(torch.Size(shape[1:]).numel())
+    r = min(int(rank), o, n)
+    return r if r * (o + n) < o * n else None
+
+
+def lowrank_factors(delta: torch.Tensor, rank: int):
+    """delta [out, in, k, k] → (U_r·S_r [out, r], V_rᵀ [r, in·k·k]), or None when storing it in
+    full is no larger (see the module doc)."""
+    r = _lowrank_kept(tuple(delta.shape), rank)
+    if r is None:
+        return None
+    U, S, Vh = torch.linalg.svd(delta.detach().float().reshape(delta.shape[0], -1),
+                                full_matrices=False)
+    return U[:, :r] * S[:r], Vh[:r]
+
+
+def lowrank_error(delta: torch.Tensor, rank: int) -> float:
+    """‖Δ − Δ_r‖ / ‖Δ‖ of the stored rank-r approximation (0 when stored in full)."""
+    f = lowrank_factors(delta, rank)
+    if f is None:
+        return 0.0
+    approx = (f[0] @ f[1]).reshape(delta.shape)
+    return float((delta - approx).norm() / delta.norm().clamp_min(1e-30))
+
+
+_DTYPE_BYTES = {"fp32": 4, "fp16": 2}
+
+
+def artifact_nbytes(shapes: Mapping[str, tuple], mode: str, *, dtype: str = "fp32",
+                    rank: Optional[int] = None, gmm: Optional[GMMSection] = None,
+                    image_size: Optional[int] = None, n_latent: Optional[int] = None,
+                    style_dim: int = 512) -> int:
+    """Tensor bytes of one image's artifact (safetensors adds a small JSON header):
+
+        deltas:  Σ_l numel(Δ_l)·bytes(dtype)            (rank r: Σ_l min(r(out + in·k·k),
+                                                          out·in·k·k)·bytes(dtype))
+        modules: numel(φ)·4 + H·W·3 (uint8 target)       (φ of the GMMBank for `gmm`)
+        + the fp32 latent, n_latent·style_dim·4 (n_latent from the shapes: one per conv and
+          ToRGB but the last ToRGB, as StyleGAN2's W+ index).
+    """
+    n_lat = n_latent if n_latent is not None else len(shapes) - sum(
+        1 for n in shapes if n.startswith("to_rgb")) + 1
+    total = n_lat * style_dim * 4
+    if mode == "deltas":
+        per = _DTYPE_BYTES[dtype]
+        for shape in shapes.values():
+            full = int(torch.Size(shape).numel())
+            r = None if rank is None else _lowrank_kept(shape, rank)
+            total += per * (full if r is None else r * (shape[0] + full // shape[0]))
+        return total
+    if mode == "modules":
+        from gani.gmm import GMMBank
+
+        if gmm is None or image_size is None:
+            raise ValueError("modules size needs the gmm settings and the image size")
+        bank = GMMBank({n: s[1] for n, s in shapes.items()}, gmm, batch=1)
+        return total + 4 * sum(p.numel() for p in bank.parameters()) + 3 * image_size ** 2
+    raise ValueError(f"unknown mode {mode!r}")
+
+
 def _atomic_save(tensors: dict, meta: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -71,18 +163,23 @@ def _atomic_save(tensors: dict, meta: dict, path: Path) -> None:
 
 
 def save_artifact(path, result: TunedImage, target: Optional[torch.Tensor] = None, *,
-                  mode: str = "auto", dtype: str = "fp32",
+                  mode: str = "auto", dtype: Optional[str] = None, rank: Optional[int] = None,
                   generator_info: Optional[dict] = None) -> Path:
     """Write `result` to `path` (.safetensors); returns the path. See the module doc."""
     path = Path(path)
     gmm = result.meta.get("gmm")
     can_modules = (result.method == "gani" and bool(result.state) and target is not None
-                   and gmm is not None and gmm.get("gradient_source") == "original")
+                   and gmm is not None and gmm.get("gradient_source") == "original"
+                   and gmm.get("reading", "reparam") == "reparam")
+    if dtype is None:
+        dtype = "fp16" if (gmm or {}).get("reading") == "optimizer" else "fp32"
+    if rank is not None and int(rank) < 1:
+        raise ValueError("rank must be ≥ 1 (or None for full deltas)")
     if mode == "auto":
         mode = "modules" if can_modules else ("deltas" if result.deltas else "latent")
     if mode == "modules" and not can_modules:
-        raise ValueError("mode 'modules' needs a GANI result (gradient_source original) with "
-                         "its module state, and the target image")
+        raise ValueError("mode 'modules' needs a GANI result (reading reparam, gradient_source "
+                         "original) with its module state, and the target image")
     if mode == "deltas" and not result.deltas:
         raise ValueError("this result has no weight deltas; use mode 'latent'")
     if dtype not in ("fp32", "fp16"):
@@ -102,9 +199,17 @@ def save_artifact(path, result: TunedImage, target: Optional[torch.Tensor] = Non
         meta["rec"] = result.meta.get("rec", "l2")
     elif mode == "deltas":
         dt = torch.float16 if dtype == "fp16" else torch.float32
+        shapes = {}
         for k, v in result.deltas.items():
-            tensors[f"delta.{k}"] = v.to(dt).cpu()
+            f = None if rank is None else lowrank_factors(v, rank)
+            if f is None:
+                tensors[f"delta.{k}"] = v.to(dt).cpu()
+            else:
+                tensors[f"delta_u.{k}"], tensors[f"delta_v.{k}"] = (x.to(dt).cpu() for x in f)
+                shapes[k] = list(v.shape)
         meta["dtype"] = dtype
+        meta["rank"] = "" if rank is None else str(int(rank))
+        meta["lowrank_shapes"] = json.dumps(shapes)
     if result.noise is not None:
         for i, n in enumerate(result.noise):
             tensors[f"noise.{i}"] = n.float().cpu()
@@ -156,6 +261,8 @@ def load_artifact(path) -> TunedArtifact:
     t = load_file(str(path))
     state = {k[4:]: v for k, v in t.items() if k.startswith("gmm.")}
     deltas = {k[6:]: v for k, v in t.items() if k.startswith("delta.")}
+    for k, shape in json.loads(meta.get("lowrank_shapes") or "{}").items():
+        deltas[k] = (t[f"delta_u.{k}"].float() @ t[f"delta_v.{k}"].float()).reshape(shape)
     noise_keys = sorted((int(k[6:]) for k in t if k.startswith("noise.")))
     noise = [t[f"noise.{i}"] for i in noise_keys] or None
     target = decode_target(t["target"], meta["target_encoding"]) if "target" in t else None

@@ -1,19 +1,21 @@
 """GANI: tune a generator for a batch of images with Gradient Modification Modules.
 
-Reads against DESIGN §2 / the paper's Algorithm 1:
+Two readings of the paper (`tune.gmm.reading`). **reparam** (default) reads the paper's
+Algorithm 1 (docs/method.md):
 
     w ← E(x)                                   (given: w_init, e.g. from e4e)
     g ← ∇_θ L_sim(x, G(w; θ))                  once, at the original θ, detached
     φ ← identity start (gani.gmm)
     for t = 1..T:
-        θ' = θ + correction_φ(g)
+        θ' = θ − M_φ(g)                        (Eq. 2; the sign convention of gani.gmm)
         L  = L_sim(x, G(w; θ')) + λ_R · L_sim(G(w_r; θ), G(w_r; θ'))
         step the optimizer on ∇_φ L            (only φ is trained; θ and w stay fixed)
     output θ' (as weight deltas) and w
 
-`gradient_source: current` (ablation, the paper's "learned optimizer" sentence): g is
-recomputed at the current weights θ_t each step, θ'_t = θ_t + correction_φ(g_t), and the
-evaluated correction is kept: θ_{t+1} = θ'_t. Its deltas cannot be rebuilt from φ alone.
+`gradient_source: current` (ablation): g is recomputed at the current weights θ_t each step,
+θ'_t = θ_t − M_φ(g_t), and the evaluated correction is kept: θ_{t+1} = θ'_t. Its deltas
+cannot be rebuilt from φ alone. **optimizer**: the modules transform the current gradient
+and feed PTI's Adam (gani.tuning.learned_optimizer).
 
 B images run as one batch: per-sample weight deltas go through G's grouped convolutions in
 one pass, each image has its own copy of the modules (dim 0 of every parameter), and the
@@ -56,6 +58,18 @@ def loss_gradients(G, w: torch.Tensor, target: LossTarget, loss: SimilarityLoss,
 def tune_gani(G, targets: torch.Tensor, w_init: torch.Tensor, cfg: TuneSection,
               loss: SimilarityLoss, progress: Optional[ProgressFn] = None,
               verbose: bool = False, first_index: int = 0) -> list[TunedImage]:
+    """GANI for a batch of images, in the reading `cfg.gmm.reading`."""
+    if cfg.gmm.reading == "optimizer":
+        from .learned_optimizer import tune_gani_optimizer
+
+        return tune_gani_optimizer(G, targets, w_init, cfg, loss, progress, verbose,
+                                   first_index)
+    return tune_gani_reparam(G, targets, w_init, cfg, loss, progress, verbose, first_index)
+
+
+def tune_gani_reparam(G, targets: torch.Tensor, w_init: torch.Tensor, cfg: TuneSection,
+                      loss: SimilarityLoss, progress: Optional[ProgressFn] = None,
+                      verbose: bool = False, first_index: int = 0) -> list[TunedImage]:
     t0 = time.perf_counter()
     B, T = targets.shape[0], cfg.steps
     gcfg = cfg.gmm
@@ -124,11 +138,13 @@ def tune_gani(G, targets: torch.Tensor, w_init: torch.Tensor, cfg: TuneSection,
 @torch.no_grad()
 def rebuild_gani_deltas(G, target: torch.Tensor, latent: torch.Tensor, state: dict,
                         gmm_cfg, loss: SimilarityLoss) -> dict:
-    """The deltas of a GANI result from its module parameters (gradient_source original):
+    """The deltas of a GANI result from its module parameters (reading reparam,
+    gradient_source original):
     recompute g at θ for (target, latent) and apply the modules. Deterministic up to the
     float reductions of one forward/backward pass."""
-    if gmm_cfg.gradient_source != "original":
-        raise ValueError("only gradient_source=original results can be rebuilt from modules")
+    if gmm_cfg.gradient_source != "original" or gmm_cfg.reading != "reparam":
+        raise ValueError("only reading=reparam, gradient_source=original results can be "
+                         "rebuilt from modules")
     dev = next(G.parameters()).device
     x = target.to(dev).reshape(1, *target.shape[-3:])
     w = latent.to(dev).reshape(1, *latent.shape[-2:])

@@ -22,6 +22,15 @@ from .common import LocalityRegularizer, ProgressFn, Tracker, autocast, objectiv
 from .result import TunedImage
 
 
+PTI_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as PTI's code uses
+PTI_EPS = 1e-8
+
+
+def pti_adam_settings(cfg: TuneSection) -> tuple[float, tuple[float, float], float]:
+    """PTI's Adam (lr, betas, eps); GANI's optimizer reading runs the same update."""
+    return float(cfg.pti.lr), PTI_BETAS, PTI_EPS
+
+
 def tune_pti(G, targets: torch.Tensor, w_init: torch.Tensor, cfg: TuneSection,
              loss: SimilarityLoss, progress: Optional[ProgressFn] = None,
              verbose: bool = False, first_index: int = 0) -> list[TunedImage]:
@@ -34,7 +43,8 @@ def tune_pti(G, targets: torch.Tensor, w_init: torch.Tensor, cfg: TuneSection,
                                                    dtype=m.weight.dtype))
               for name, m in G.modulated_convs().items()}
     params = list(deltas.values())
-    opt = torch.optim.Adam(params, lr=cfg.pti.lr)
+    lr, betas, eps = pti_adam_settings(cfg)
+    opt = torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
     reg = LocalityRegularizer(G, cfg.reg, loss, cfg.seed) if cfg.pti.locality else None
     track = Tracker(params, B, T, "pti", progress, verbose, cfg.log_every, first_index)
     with autocast(G, cfg.precision):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from gani.tuning import render, tune_images
-from gani.tuning.artifact import encode_target, load_artifact, save_artifact
+from gani.tuning.artifact import (artifact_nbytes, encode_target, load_artifact, lowrank_error,
+                                  modulated_conv_shapes, save_artifact)
 
 from tuning_helpers import cfg_for, pixel_loss
 
@@ -70,3 +71,77 @@ def test_unquantised_target_is_stored_exactly():
     assert enc == "f32" and torch.equal(t, x)
     t, enc = encode_target(_quantised(x))
     assert enc == "u8_normalize" and t.dtype == torch.uint8
+
+
+# ------------------------------------------- the optimizer reading's artifact (issue 13 point 2)
+def _payload_bytes(path) -> int:
+    """A safetensors file's tensor bytes: the file less its 8-byte length and JSON header."""
+    with open(path, "rb") as f:
+        header = int.from_bytes(f.read(8), "little")
+    return os.path.getsize(path) - 8 - header
+
+
+def _optimizer_result(G, targets, w0):
+    cfg = cfg_for(steps=4, **{"gmm.reading": "optimizer"})
+    cfg.pti.lr = 3e-3
+    return tune_images("gani", G, targets[:1], w0[:1], cfg, pixel_loss(cfg))[0]
+
+
+def test_optimizer_reading_stores_fp16_deltas(G, targets, w0, tmp_path):
+    r = _optimizer_result(G, targets, w0)
+    p = save_artifact(tmp_path / "o.safetensors", r, targets[0])  # auto: deltas, fp16
+    art = load_artifact(p)
+    assert art.mode == "deltas" and art.meta["dtype"] == "fp16"
+    assert all(v.dtype == torch.float16 for v in art.deltas.values())
+    with torch.no_grad():
+        assert (render(G, r) - render(G, art.result())).abs().max() < 1e-2
+    shapes = {k: tuple(m.weight.shape[1:]) for k, m in G.modulated_convs().items()}
+    assert _payload_bytes(p) == artifact_nbytes(shapes, "deltas", dtype="fp16",
+                                                n_latent=G.n_latent, style_dim=G.style_dim)
+
+
+def test_low_rank_deltas_round_trip_and_size(G, targets, w0, tmp_path):
+    r = _optimizer_result(G, targets, w0)
+    shapes = {k: tuple(v.shape) for k, v in r.deltas.items()}
+    full_rank = max(min(s[0], s[1] * s[2] * s[3]) for s in shapes.values())
+    exact = load_artifact(save_artifact(tmp_path / "f.safetensors", r, mode="deltas",
+                                        dtype="fp32", rank=full_rank)).result()
+    for k, v in r.deltas.items():  # rank ≥ every layer's rank: stored in full or exact factors
+        assert torch.allclose(exact.deltas[k], v, atol=1e-6 * float(v.abs().max()) + 1e-12)
+    p1 = save_artifact(tmp_path / "r1.safetensors", r, mode="deltas", dtype="fp16", rank=1)
+    pf = save_artifact(tmp_path / "full.safetensors", r, mode="deltas", dtype="fp16")
+    one = load_artifact(p1).result()
+    assert os.path.getsize(p1) < 0.5 * os.path.getsize(pf)
+    kw = dict(dtype="fp16", n_latent=G.n_latent, style_dim=G.style_dim)
+    assert _payload_bytes(p1) == artifact_nbytes(shapes, "deltas", rank=1, **kw)
+    k = "convs.1"  # a [16, 16, 3, 3] layer: rank 1 keeps ‖Δ_1‖ of ‖Δ‖, the rest is the error
+    s = torch.linalg.svdvals(r.deltas[k].reshape(16, -1))
+    err = float((one.deltas[k] - r.deltas[k]).norm() / r.deltas[k].norm())
+    assert err == pytest.approx(float(s[1:].norm() / s.norm()), rel=1e-2)
+    assert lowrank_error(r.deltas[k], 1) == pytest.approx(err, rel=1e-2)
+    with pytest.raises(ValueError, match="rank"):
+        save_artifact(tmp_path / "bad.safetensors", r, mode="deltas", rank=0)
+
+
+@pytest.mark.parametrize("sharing", ["channels", "layer", "channels_affine"])
+def test_modules_artifact_per_sharing_round_trips_at_the_predicted_size(G, targets, w0,
+                                                                         tmp_path, sharing):
+    cfg = cfg_for(steps=3, **{"gmm.sharing": sharing})
+    loss = pixel_loss(cfg)
+    tg = _quantised(targets[:1])
+    r = tune_images("gani", G, tg, w0[:1], cfg, loss)[0]
+    p = save_artifact(tmp_path / "m.safetensors", r, tg[0])
+    with torch.no_grad():
+        assert (render(G, r) - render(G, load_artifact(p).result(G, loss))).abs().max() < 1e-4
+    shapes = {k: tuple(m.weight.shape[1:]) for k, m in G.modulated_convs().items()}
+    assert _payload_bytes(p) == artifact_nbytes(shapes, "modules", gmm=cfg.gmm, image_size=G.size,
+                                                n_latent=G.n_latent, style_dim=G.style_dim)
+
+
+def test_official_1024_shapes():
+    shapes = modulated_conv_shapes(1024)
+    assert len(shapes) == 26 and shapes["conv1"] == (512, 512, 3, 3)
+    assert shapes["convs.14"] == (32, 64, 3, 3) and shapes["convs.15"] == (32, 32, 3, 3) and shapes["to_rgbs.7"] == (3, 32, 1, 1)
+    assert sum(torch.Size(s).numel() for s in shapes.values()) == 23_592_864
+    # fp16 deltas of the optimizer reading at 1024 px: 2 bytes a weight + the fp32 W+ latent
+    assert artifact_nbytes(shapes, "deltas", dtype="fp16") == 2 * 23_592_864 + 18 * 512 * 4

@@ -57,8 +57,8 @@ def test_identity_path_is_the_literal_residual_output():
     cfg = GMMSection(identity_path=True, pre_norm="none")
     grads = fake_grads(SHAPES)
     out = GMMBank({k: s[1] for k, s in SHAPES.items()}, cfg, batch=2)(GradientRows(grads))
-    for name in SHAPES:  # zero-init W₂ + identity path: θ' = θ + g, a raw gradient step
-        assert torch.allclose(out[name], grads[name])
+    for name in SHAPES:  # zero-init W₂ + identity path: θ' = θ − g, a raw descent step
+        assert torch.allclose(out[name], -grads[name])
 
 
 def test_input_dependence_by_construction():
@@ -102,3 +102,79 @@ def test_bank_copies_start_equal_and_state_round_trips():
     st = bank.image_state(1)
     single.load_image_state(0, st)
     assert torch.equal(single.module(4).w2[0], bank.module(4).w2[1])
+
+
+# ----------------------------------------------------------------- sharing (issue 13 point 3)
+LAYER_C = {k: s[1] for k, s in SHAPES.items()}  # a, b: C = 8; c: C = 4
+
+
+def _n_params(m: GMM) -> int:
+    return sum(p[0].numel() for p in m.parameters())
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_sharing_modules_shapes_and_parameter_counts(blocks):
+    cfg = dict(blocks=blocks, pre_norm="sn", post_norm="sn")
+    per_c = {C: 2 * blocks * C * C + blocks * C + blocks + 1 for C in (4, 8)}  # W₁ W₂ b s_post s_pre
+
+    shared = GMMBank(LAYER_C, GMMSection(sharing="channels", **cfg), batch=3)
+    assert sorted(shared.modules_by_c) == ["4", "8"]
+    assert sum(_n_params(m) for m in shared.modules_by_c.values()) == per_c[4] + per_c[8]
+
+    layer = GMMBank(LAYER_C, GMMSection(sharing="layer", **cfg), batch=3)
+    assert sorted(layer.modules_by_layer) == ["a", "b", "c"]
+    assert [layer.module_of(n).channels for n in "abc"] == [8, 8, 4]
+    assert sum(_n_params(m) for m in layer.modules_by_layer.values()) == 2 * per_c[8] + per_c[4]
+
+    affine = GMMBank(LAYER_C, GMMSection(sharing="channels_affine", **cfg), batch=3)
+    m8 = affine.module(8)
+    assert m8.a.shape == m8.o.shape == (3, 2, blocks, 8)  # two layers of C = 8
+    assert affine.module(4).a.shape == (3, 1, blocks, 4)
+    assert torch.equal(m8.a, torch.ones_like(m8.a)) and torch.count_nonzero(m8.o) == 0
+    extra = 2 * blocks * (2 * 8 + 1 * 4)  # a and o per layer and block
+    assert sum(_n_params(m) for m in affine.modules_by_c.values()) == (
+        per_c[4] + per_c[8] + extra)
+    # every parameter has the image dimension first, and lr groups follow the modules
+    assert all(p.shape[0] == 3 for b in (shared, layer, affine) for p in b.parameters())
+    assert [g["channels"] for g in layer.param_groups(1e-3, "fan_in")] == [8, 8, 4]
+    assert [g["lr"] for g in layer.param_groups(1e-3, "fan_in")] == [0.064, 0.064, 0.128]
+
+
+@pytest.mark.parametrize("sharing", ["channels", "layer", "channels_affine"])
+@pytest.mark.parametrize("pre", ["none", "in"])
+def test_sharing_identity_start_is_exact(sharing, pre):
+    bank = GMMBank(LAYER_C, GMMSection(sharing=sharing, pre_norm=pre, bias="uniform"), batch=2)
+    rows = GradientRows(fake_grads(SHAPES))
+    for name, d in bank(rows).items():
+        assert d.shape == (2, *SHAPES[name]) and torch.count_nonzero(d) == 0
+    grads = fake_grads(SHAPES)  # and the optimizer reading's direction is g itself
+    for name, d in bank.direction(GradientRows(grads)).items():
+        assert torch.equal(d, grads[name])
+
+
+def test_channels_affine_starts_as_channels_and_its_gains_are_per_layer():
+    rows = GradientRows(fake_grads(SHAPES))
+    cfg = dict(zero_init_last=False, bias="uniform")
+    plain = GMMBank(LAYER_C, GMMSection(sharing="channels", **cfg), 2, seed=3)(rows)
+    bank = GMMBank(LAYER_C, GMMSection(sharing="channels_affine", **cfg), 2, seed=3)
+    before = bank(rows)
+    for name in SHAPES:
+        assert torch.equal(before[name], plain[name])
+    with torch.no_grad():  # layer a's gain (slot 0 of C = 8) only
+        bank.module(8).a[:, 0].mul_(1.5)
+    after = bank(rows)
+    assert not torch.allclose(after["a"], before["a"])
+    assert torch.equal(after["b"], before["b"]) and torch.equal(after["c"], before["c"])
+
+
+def test_layer_sharing_gives_each_layer_its_own_module():
+    bank = GMMBank(LAYER_C, GMMSection(sharing="layer", zero_init_last=False))
+    rows = GradientRows(fake_grads(SHAPES, batch=1))
+    before = bank(rows)
+    with torch.no_grad():
+        bank.module_of("a").w2.add_(0.01)
+    after = bank(rows)
+    assert not torch.allclose(before["a"], after["a"])
+    assert torch.equal(before["b"], after["b"]) and torch.equal(before["c"], after["c"])
+    with pytest.raises(ValueError, match="module_of"):
+        bank.module(8)  # no per-C module under layer sharing

@@ -1,12 +1,14 @@
 """Each stage's sources (what its command imports) are its DVC deps and its code version."""
+import ast
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from gani.stages.sources import (ENTRY_MODULES, PACKAGE_DIR, files_hash, imported_modules,
-                                 stage_modules, stage_sources)
+from gani.stages.sources import (ENTRY_MODULES, PACKAGE_DIR, import_statements,
+                                 imported_modules, source_versions, stage_modules,
+                                 stage_sources)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,10 +53,11 @@ def test_imports_resolve_relative_lazy_and_parent_packages(tmp_path):
     pkg = _package(tmp_path, {
         "__init__.py": "", "io.py": "", "b/__init__.py": "", "b/leaf.py": "",
         "c/__init__.py": "from .d import X\n", "c/d.py": "X = 1\n",
-        "a/__init__.py": "", "a/x.py": ("from ..b import leaf\nfrom . import y\n"
+        "a/__init__.py": "", "a/x.py": ('"""Doc.\n\nfrom the paper (prose)\n"""\n'
+                                        "from ..b import leaf\nfrom . import (\n    y,\n)\n"
                                         "def f():\n    import gani.c.d\n    from gani import io\n"
                                         "    import torch\n"),
-        "a/y.py": "",
+        "a/y.py": "", "a/z.py": "",
     })
     found = imported_modules("gani.a.x", pkg / "a" / "x.py", pkg)
     assert found == {"gani", "gani.b", "gani.b.leaf", "gani.a", "gani.a.y", "gani.c",
@@ -63,19 +66,23 @@ def test_imports_resolve_relative_lazy_and_parent_packages(tmp_path):
                                                                          "gani.c.d"}
 
 
-def _versions(pkg: Path) -> dict[str, str]:
-    return {stage: files_hash(stage_sources(stage, pkg), pkg) for stage in ENTRY_MODULES}
+def test_import_lines_are_every_import_statement_of_the_package():
+    for path in PACKAGE_DIR.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        want = [ast.dump(n) for n in ast.walk(ast.parse(text))
+                if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert sorted(ast.dump(n) for n in import_statements(text)) == sorted(want), path
 
 
 def test_code_version_changes_with_the_sources_a_stage_runs_only(tmp_path):
     pkg = tmp_path / "gani"
     shutil.copytree(PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__", "testbed"))
-    before = _versions(pkg)
-    assert before == _versions(pkg)
+    before = source_versions(pkg)
+    assert before == source_versions(pkg) and set(before) == set(ENTRY_MODULES)
     (pkg / "unused_module.py").write_text("X = 1\n")           # imported by no stage
-    assert _versions(pkg) == before
+    assert source_versions(pkg) == before
     tuner = pkg / "tuning" / "gani.py"
     tuner.write_text(tuner.read_text() + "\n# changed\n")
-    after = _versions(pkg)
+    after = source_versions(pkg)
     changed = {s for s in ENTRY_MODULES if after[s] != before[s]}
     assert changed == {"encode", "tune", "edit", "evaluate"}  # encode projects with the tuners

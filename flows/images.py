@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from prefect.futures import PrefectFuture, as_completed
 from prefect.utilities.annotations import unmapped
@@ -60,6 +60,18 @@ class Chain:
             if exc is not None:
                 return self.item, (stage, exc)
         return self.last.result(), None
+
+
+def batches(items: Iterable[ImageItem], size: int) -> Iterator[list[ImageItem]]:
+    """`items` in lists of `size` as they come, the last one shorter."""
+    batch: list[ImageItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def failure_of(fut: PrefectFuture) -> Optional[BaseException]:
@@ -101,32 +113,43 @@ class ShardRun:
 
     def run(self, items: list[ImageItem]) -> None:
         """Every image through align -> encode -> tune -> edit -> evaluate, each ended
-        (status, MLflow, progress line) as its chain finishes."""
+        (status, MLflow, progress line) as its chain finishes.
+
+        A batch's edit/evaluate are queued after the next batch's tune: the pool takes
+        tasks first in, first out, so a free thread takes the next tune before the edits
+        that wait for this one, and the GPU does not wait behind them."""
         self.total = len(items)
-        t, bs = self.tasks, self.settings.tune.batch_size
-        aligned = t.align.map(items, **self._args(data_dir=False, mapped=True))
-        encoded = t.encode.map(aligned, **self._args(mapped=True))
-        fronts = {enc: Chain(item, [("align", al), ("encode", enc)])
-                  for item, al, enc in zip(items, aligned, encoded)}
         chains: list[Chain] = []
-        batch: list[ImageItem] = []
-        for fut in as_completed(list(encoded)):
-            item, failure = fronts[fut].outcome()
-            if failure or item.state != "pending":     # failed, or quarantined (bad input)
-                self.end(item, failure)
-                continue
-            batch.append(item)
-            if len(batch) == bs:
-                chains += self.tune(batch)
-                batch = []
-        if batch:
-            chains += self.tune(batch)
+        tuning = None
+        for batch in batches(self.encoded(items), self.settings.tune.batch_size):
+            queued = (batch, self.tune(batch))
+            if tuning:
+                chains += self.edit_evaluate(*tuning)
+            tuning = queued
+        if tuning:
+            chains += self.edit_evaluate(*tuning)
         alone = self.end_all(chains)
         self.end_all(alone)
 
-    def tune(self, batch: list[ImageItem]) -> list[Chain]:
-        """Submit tune for the batch, then edit -> evaluate for each of its images."""
-        tuned = self.tasks.tune.submit(batch, **self._args())
+    def encoded(self, items: list[ImageItem]) -> Iterator[ImageItem]:
+        """align -> encode for every image; yields the images to tune as their encoding
+        finishes, and ends the others (quarantined: bad input; failed)."""
+        aligned = self.tasks.align.map(items, **self._args(data_dir=False, mapped=True))
+        encoded = self.tasks.encode.map(aligned, **self._args(mapped=True))
+        fronts = {enc: Chain(item, [("align", al), ("encode", enc)])
+                  for item, al, enc in zip(items, aligned, encoded)}
+        for fut in as_completed(list(encoded)):
+            item, failure = fronts[fut].outcome()
+            if failure or item.state != "pending":
+                self.end(item, failure)
+            else:
+                yield item
+
+    def tune(self, batch: list[ImageItem]) -> PrefectFuture:
+        return self.tasks.tune.submit(batch, **self._args())
+
+    def edit_evaluate(self, batch: list[ImageItem], tuned: PrefectFuture) -> list[Chain]:
+        """edit -> evaluate for each image of a batch, after its tune."""
         chains = []
         for item in batch:
             edited = self.tasks.edit.submit(item, wait_for=[tuned], **self._args())
@@ -145,7 +168,7 @@ class ShardRun:
             chain = by_last[fut]
             item, failure = chain.outcome()
             if failure and failure[0] == "tune" and chain.batch_size > 1:
-                alone += self.tune([chain.item])
+                alone += self.edit_evaluate([chain.item], self.tune([chain.item]))
             else:
                 self.end(item, failure)
         return alone

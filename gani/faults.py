@@ -6,7 +6,7 @@ SIGKILLs this process the n-th time (counted per process, from 1) it reaches `<p
 
     tmp_write   `gani.io.write_bytes`: the temporary file is written and fsync'd, the
                 `os.replace` onto the target has not happened yet (a kill mid-write)
-    child_run   `tasks.tracking.Tracker.log_image`: the image's MLflow child run was just
+    child_run   `tracking.Tracker.log_image`: the image's MLflow child run was just
                 created, nothing is logged into it yet (a kill mid-log)
 
 Callers guard with `if faults.ACTIVE:` so an unset GANI_FAULT costs one attribute read.

@@ -1,9 +1,9 @@
 """Build the networks a run needs from `Settings.models`: real checkpoints or demo nets.
 
 `checkpoint: demo` builds seeded, randomly initialised networks of the official
-architectures (DESIGN §5), so the whole pipeline runs with nothing downloaded; everything
-else is a registry name whose file must be under `data/checkpoints/` (a clear error names
-the file, the profile and where to get it).
+architectures (docs/checkpoints.md#demo-networks), so the whole pipeline runs with nothing
+downloaded; everything else is a registry name whose file must be under `data/checkpoints/`
+(a clear error names the file, the profile and where to get it).
 """
 from __future__ import annotations
 

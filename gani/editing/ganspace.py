@@ -1,4 +1,5 @@
-"""GANSpace edits: PCA directions of the mapping network's output (compat.md §9).
+"""GANSpace edits: PCA directions of the mapping network's output
+(docs/protocols.md#ganspace).
 
 PCA dict format (the e4e/HyperStyle files and `compute_ganspace_pca` alike):
 ``{"mean": [1, D], "comp": [K, 1, D], "std": [K]}``.
@@ -37,7 +38,7 @@ class GANSpaceDirection(NamedTuple):
     strength: float
 
 
-# e4e notebook (taken from GANSpace), confirmed by HyperStyle; compat.md §9
+# e4e notebook (taken from GANSpace), confirmed by HyperStyle; docs/protocols.md#ganspace
 FFHQ_GANSPACE_EDITS: dict[str, GANSpaceDirection] = {
     "eye_openness": GANSpaceDirection(54, 7, 8, 20),
     "smile": GANSpaceDirection(46, 4, 5, -20),

@@ -1,4 +1,4 @@
-"""InterFaceGAN linear directions in W / W+ (compat.md §9).
+"""InterFaceGAN linear directions in W / W+ (docs/protocols.md#interfacegan).
 
 An edit is w_edit = w + factor · d for every W+ row. Direction files are tensors of shape
 [1, 512] (age, smile: one vector broadcast to all rows) or [1, 18, 512] (pose: one row per

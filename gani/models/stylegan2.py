@@ -1,12 +1,14 @@
-"""StyleGAN2 generator in the rosinality layout (compat.md §1), and its checkpoint loader.
+"""StyleGAN2 generator in the rosinality layout (docs/checkpoints.md#stylegan2-generator), and
+its checkpoint loader.
 
 ``Generator(size, ...)`` has exactly the state-dict keys of the official ``g_ema``
 (``style.{j}``, ``input.input``, ``conv1``, ``to_rgb1``, ``convs.{n}``, ``to_rgbs.{k}``,
 ``noises.noise_{l}``, blur/upsample kernel buffers), so
 ``G.load_state_dict(ckpt["g_ema"])`` is strict.
 
-W+ index → layer (compat.md §1.5): conv1 ← w[:, 0], to_rgb1 ← w[:, 1]; at resolution
-2^(k+3): convs.{2k} ← w[:, 2k+1], convs.{2k+1} ← w[:, 2k+2], to_rgbs.{k} ← w[:, 2k+3].
+W+ index → layer (docs/checkpoints.md#latent-indexing-and-noise): conv1 ← w[:, 0],
+to_rgb1 ← w[:, 1]; at resolution 2^(k+3): convs.{2k} ← w[:, 2k+1], convs.{2k+1} ← w[:, 2k+2],
+to_rgbs.{k} ← w[:, 2k+3].
 Noise: noise_0 → conv1, noise_{2k+1} → convs.{2k}, noise_{2k+2} → convs.{2k+1}.
 
 Per-sample weights: ``synthesis(..., weight_deltas={name: Δ})`` adds Δ to the stored weight
@@ -23,12 +25,13 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from ._state import read_checkpoint
 from .stylegan2_layers import ConstantInput, EqualLinear, PixelNorm, StyledConv, ToRGB
 
-from ._state import read_checkpoint
 NOISE_MODES = ("const", "random", "none")
 
-# channel table before the channel multiplier (compat.md §1.2): res ≤ 32 → 512 (no m)
+# channel table before the channel multiplier: res ≤ 32 → 512 (no m)
+# (docs/checkpoints.md#hyper-parameters-and-channel-table)
 _BASE_CHANNELS = {4: 512, 8: 512, 16: 512, 32: 512, 64: 256, 128: 128, 256: 64, 512: 32,
                   1024: 16}
 

@@ -1,5 +1,6 @@
-"""Stage 5, evaluate: metrics of the tuned reconstruction (DESIGN §8 keys exactly) and of
-the encoder alone, the side-by-side comparison, and the image's final `status.json`.
+"""Stage 5, evaluate: metrics of the tuned reconstruction (the keys of
+docs/output-contract.md#metricsjson exactly) and of the encoder alone, the side-by-side
+comparison, and the image's final `status.json`.
 
 `seconds` and `peak_mem_bytes` are the image's tuning cost (from `tune.json`); locality
 compares the tuned generator with the original on `evaluate.locality_n` seeded latents.

@@ -8,9 +8,10 @@
 
 Prefect runs the futures: a task starts when its inputs are final (an upstream future
 passed as an argument, or `wait_for`), the flow's ThreadPoolTaskRunner runs at most
-orchestration.max_concurrency tasks at once (the shard is submitted whole; the pool and
-its queue are the bound), the tune task holds a slot of the GPU concurrency limit
-(`tasks.pipeline.gpu_slot`), and every task retries transient faults (`tasks.retry`).
+orchestration.max_concurrency tasks at once, the tune task holds a slot of the GPU
+concurrency limit (`tasks.pipeline.gpu_slot`), and every task retries transient faults
+(`tasks.retry`). The shard is submitted whole: what waits in the pool's queue is small
+manifests (no tensors), and orchestration.shard_size bounds how many.
 
 What is left to the flow is what Prefect cannot know:
 - a task that failed for good fails its image (status.json with `failure_reason(stage,

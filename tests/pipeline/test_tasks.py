@@ -44,3 +44,29 @@ def test_params_flattened_and_uris_redacted(tiny_settings, tmp_path):
     (tmp_path / "data.dvc").write_text("outs:\n- md5: abc.dir\n  path: data\n")
     assert dvc_data_version(tmp_path / "data.dvc") == "abc.dir"
     assert dvc_data_version(tmp_path / "missing.dvc") == "none"
+
+
+def test_retries_are_set_once_per_run_from_orchestration(tiny_settings, shrink):
+    """The decorators declare no retries; `Tasks.for_run` gives every task the run's."""
+    from dataclasses import fields
+
+    from tasks.pipeline import Tasks, align_task
+    from tasks.retry import retry_transient
+
+    s = shrink(tiny_settings, **{"orchestration.retries": 3,
+                                 "orchestration.retry_delay_seconds": 2})
+    tasks = Tasks.for_run(s)
+    for f in fields(tasks):
+        t = getattr(tasks, f.name)
+        assert t.retries == 3 and t.retry_delay_seconds == [2.0, 4.0, 8.0], f.name
+        assert t.retry_condition_fn is retry_transient, f.name
+    assert align_task.retries == 0
+
+
+def test_settings_travel_as_the_model(tiny_settings):
+    """A flow given Settings uses that object (no dict round trip); overrides make a new one."""
+    from flows.invert import settings_for
+
+    assert settings_for(tiny_settings, None, None, "params.yaml") is tiny_settings
+    changed = settings_for(tiny_settings, None, ["tune.steps=5"], "params.yaml")
+    assert changed.tune.steps == 5 and tiny_settings.tune.steps == 2

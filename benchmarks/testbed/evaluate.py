@@ -192,9 +192,10 @@ def main(argv=None) -> int:
             ws = torch.stack([w_edit[i] + k * sig * d for k in ks])
             rows.append(to_uint8(Dn.render_w(G, ws)))
     save_grid(np.concatenate(rows), out / "testbed_edits.png", ncol=len(ks), scale=3)
-    report["figures"] = {"samples": "results/testbed_samples.png (left 4 columns: g_ema, "
+    fig = {k: os.path.relpath(out / f"testbed_{k}.png", HERE) for k in ("samples", "edits")}
+    report["figures"] = {"samples": f"{fig['samples']} (left 4 columns: g_ema, "
                          "right: held-out data)",
-                         "edits": f"results/testbed_edits.png (rows: {show} × 3 samples; "
+                         "edits": f"{fig['edits']} (rows: {show} × 3 samples; "
                                   f"columns {ks} σ along the direction)"}
     report["eval_seconds"] = round(time.time() - t_all, 1)
     report["written"] = time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -27,6 +27,14 @@ from benchmarks.testbed.core.train import TrainConfig, Trainer, train
 HERE = Path(__file__).resolve().parent
 
 
+def parse_channels(text: str) -> dict:
+    """"4:256,8:256,16:128,32:64" → {4: 256, 8: 256, 16: 128, 32: 64}."""
+    try:
+        return {int(r): int(c) for r, c in (item.split(":") for item in text.split(","))}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected RES:C,RES:C,..., got {text!r}") from None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--name", default="cpu32", help="run name (folder under runs/)")
@@ -42,6 +50,11 @@ def main(argv=None) -> int:
     ap.add_argument("--n-mlp", type=int, default=4)
     ap.add_argument("--channel-max", type=int, default=128)
     ap.add_argument("--d-channel-max", type=int, default=None, help="default: --channel-max")
+    ap.add_argument("--channels", type=parse_channels, default=None, metavar="RES:C,...",
+                    help="per-resolution channels of G (and D), e.g. 4:256,8:256,16:128,32:64; "
+                         "replaces the --channel-max table")
+    ap.add_argument("--d-channels", type=parse_channels, default=None, metavar="RES:C,...",
+                    help="per-resolution channels of D (default: --channels)")
     ap.add_argument("--lr", type=float, default=0.002)
     ap.add_argument("--r1-gamma", type=float, default=0.05)
     ap.add_argument("--mixing", type=float, default=0.5)
@@ -67,6 +80,7 @@ def main(argv=None) -> int:
         cfg = TrainConfig(size=args.size, style_dim=args.style_dim, n_mlp=args.n_mlp,
                           channel_max=args.channel_max,
                           d_channel_max=args.d_channel_max or args.channel_max,
+                          channels=args.channels, d_channels=args.d_channels,
                           batch=args.batch, lr=args.lr, r1_gamma=args.r1_gamma,
                           mixing=args.mixing, ema_kimg=args.ema_kimg, n_train=args.n_train,
                           seed=args.seed)

@@ -47,18 +47,36 @@ def channel_table(size: int, channel_multiplier: int = 2, channel_max: int = 512
     return table
 
 
+def as_channel_table(channels: Mapping, size: int) -> dict:
+    """A per-resolution channel mapping (keys int or str, e.g. from JSON) as
+    {res: channels} for exactly the resolutions 4, 8, .., size, checked."""
+    table = {int(r): int(c) for r, c in channels.items()}
+    want = [2 ** i for i in range(2, int(math.log2(size)) + 1)]
+    if sorted(table) != want:
+        raise ValueError(f"channels must have exactly the resolutions {want}, got {sorted(table)}")
+    bad = {r: c for r, c in table.items() if c <= 0}
+    if bad:
+        raise ValueError(f"channels must be positive, got {bad}")
+    return {r: table[r] for r in want}
+
+
 class Generator(nn.Module):
     """rosinality's StyleGAN2 ``Generator`` (config-f), pure PyTorch.
 
     size: output resolution, a power of two in 32..1024. ``channel_max`` caps the channel
-    table (512 = official; testbeds use less). Attributes: ``size``, ``style_dim``,
+    table (512 = official; testbeds use less). ``channels`` (optional, resolution → channels
+    for every resolution 4..size, int or str keys) replaces the table, so the channel count
+    can vary freely with resolution; ``channel_multiplier`` and ``channel_max`` are then
+    unused. Without it the table is ``channel_table(size, channel_multiplier, channel_max)``,
+    the official one. Attributes: ``size``, ``style_dim``,
     ``log_size``, ``n_latent`` (= 2·log2(size) − 2), ``num_layers`` (noise maps),
     ``channels`` (resolution → channels).
     """
 
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8,
                  channel_multiplier: int = 2, blur_kernel: Sequence[float] = (1, 3, 3, 1),
-                 lr_mlp: float = 0.01, channel_max: int = 512):
+                 lr_mlp: float = 0.01, channel_max: int = 512,
+                 channels: Optional[Mapping] = None):
         super().__init__()
         log_size = int(math.log2(size))
         if 2 ** log_size != size or not 32 <= size <= 1024:
@@ -70,7 +88,9 @@ class Generator(nn.Module):
         self.log_size = log_size
         self.num_layers = (log_size - 2) * 2 + 1
         self.n_latent = log_size * 2 - 2
-        self.channels = channel_table(size, channel_multiplier, channel_max)
+        self.custom_channels = channels is not None
+        self.channels = (as_channel_table(channels, size) if channels is not None
+                         else channel_table(size, channel_multiplier, channel_max))
 
         layers = [PixelNorm()]
         for _ in range(n_mlp):
@@ -101,11 +121,15 @@ class Generator(nn.Module):
 
     # ------------------------------------------------------------------ config
     def config(self) -> dict:
-        """Constructor kwargs that rebuild this architecture."""
-        return dict(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp,
-                    channel_multiplier=self.channel_multiplier,
-                    blur_kernel=self.blur_kernel, lr_mlp=self.lr_mlp,
-                    channel_max=self.channel_max)
+        """Constructor kwargs that rebuild this architecture (``channels`` only when the
+        table was given explicitly)."""
+        cfg = dict(size=self.size, style_dim=self.style_dim, n_mlp=self.n_mlp,
+                   channel_multiplier=self.channel_multiplier,
+                   blur_kernel=self.blur_kernel, lr_mlp=self.lr_mlp,
+                   channel_max=self.channel_max)
+        if self.custom_channels:
+            cfg["channels"] = dict(self.channels)
+        return cfg
 
     def modulated_convs(self) -> "OrderedDict[str, nn.Module]":
         """name → ModulatedConv2d, ordered conv1, to_rgb1, then per resolution
@@ -228,7 +252,9 @@ class Generator(nn.Module):
 # ---------------------------------------------------------------------- checkpoints
 def generator_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
     """Infer Generator kwargs (size, style_dim, n_mlp, channel_multiplier, channel_max)
-    from the shapes of a rosinality ``g_ema`` state dict."""
+    from the shapes of a rosinality ``g_ema`` state dict. A channel table that no
+    (multiplier, cap) pair produces is returned as ``channels`` instead (with
+    ``channel_max`` = its largest count)."""
     try:
         style_dim = int(sd["style.1.weight"].shape[1])
         n_mlp = sum(1 for k in sd if re.fullmatch(r"style\.\d+\.weight", k))
@@ -251,7 +277,8 @@ def generator_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
     cfg = dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=mult,
                channel_max=cmax)
     if channel_table(size, mult, cmax) != chans:
-        raise ValueError(f"channel table {chans} does not match any (multiplier, cap) layout")
+        cfg = dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_max=cmax,
+                   channels=chans)
     return cfg
 
 

@@ -10,7 +10,8 @@ Layout follows the StyleGAN2 paper's residual D (config E/F) as rosinality imple
 Every conv/linear weight is stored N(0, 1) and scaled at run time by 1/√fan_in (× lr_mul);
 "lrelu" is leaky-ReLU(0.2) × √2 after adding the bias (FusedLeakyReLU). Blur uses the
 [1, 3, 3, 1] kernel (normalised), with rosinality's padding rule for a downsampling conv.
-Channels: ``min(channel_max, base[res] · channel_multiplier)`` with the official table.
+Channels: ``min(channel_max, base[res] · channel_multiplier)`` with the official table, or
+an explicit ``channels`` mapping (resolution → channels, as the Generator's) that replaces it.
 """
 from __future__ import annotations
 
@@ -118,12 +119,17 @@ class ResBlock(nn.Module):
 
 class Discriminator(nn.Module):
     def __init__(self, size: int, channel_multiplier: int = 2, channel_max: int = 512,
-                 blur_kernel=(1, 3, 3, 1), stddev_group: int = 4):
+                 blur_kernel=(1, 3, 3, 1), stddev_group: int = 4, channels=None):
         super().__init__()
         log = int(math.log2(size))
         if 2 ** log != size or size < 8:
             raise ValueError(f"size must be a power of two ≥ 8, got {size}")
-        ch = d_channels(size, channel_multiplier, channel_max)
+        if channels is not None:
+            from gani.models.stylegan2 import as_channel_table
+            ch = as_channel_table(channels, size)
+        else:
+            ch = d_channels(size, channel_multiplier, channel_max)
+        self.channels = ch
         self.size = size
         self.from_rgb = ConvLayer(3, ch[size], 1)
         blocks = []

@@ -45,6 +45,10 @@ class TrainConfig:
     channel_multiplier: int = 2
     lr_mlp: float = 0.01
     d_channel_max: int = 128
+    # per-resolution channel tables {res: C} (JSON: str keys); None = the capped official
+    # table. d_channels None with channels set = D mirrors G's table.
+    channels: Optional[dict] = None
+    d_channels: Optional[dict] = None
     batch: int = 16
     lr: float = 0.002
     r1_gamma: float = 0.05
@@ -67,7 +71,12 @@ def build_generator(cfg: TrainConfig):
     from gani.models.stylegan2 import Generator
     return Generator(cfg.size, style_dim=cfg.style_dim, n_mlp=cfg.n_mlp,
                      channel_multiplier=cfg.channel_multiplier, lr_mlp=cfg.lr_mlp,
-                     channel_max=cfg.channel_max)
+                     channel_max=cfg.channel_max, channels=cfg.channels)
+
+
+def build_discriminator(cfg: TrainConfig) -> Discriminator:
+    d_ch = cfg.d_channels if cfg.d_channels is not None else cfg.channels
+    return Discriminator(cfg.size, cfg.channel_multiplier, cfg.d_channel_max, channels=d_ch)
 
 
 def d_logistic_loss(real_pred, fake_pred):
@@ -103,7 +112,7 @@ class Trainer:
         self.cfg, self.device = cfg, torch.device(device)
         torch.manual_seed(cfg.seed)
         self.G = build_generator(cfg).to(self.device).train()
-        self.D = Discriminator(cfg.size, cfg.channel_multiplier, cfg.d_channel_max).to(self.device)
+        self.D = build_discriminator(cfg).to(self.device)
         self.g_ema = copy.deepcopy(self.G).eval()
         for p in self.g_ema.parameters():
             p.requires_grad_(False)

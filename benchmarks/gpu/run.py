@@ -3,7 +3,7 @@ weights): every figure issue 17 asks for, in one command that stops before its b
 
     python -m benchmarks.gpu.run --device cuda --out $OUT                 # the H200 run
     nice -n 19 .venv/bin/python -m benchmarks.gpu.run --device cpu --size 256 \\
-        --batch-sizes 1,2 --steps 1,3 --isolate --skip compile,invert       # the CPU proxy
+        --batch-sizes 1,2 --steps 1,2 --isolate --skip compile,invert       # the CPU proxy
 
 Sections, in this order (the most wanted first; `--skip a,b` / `--only a,b`):
 

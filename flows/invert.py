@@ -46,6 +46,7 @@ from gani.stages import ImageItem, Layout, get_runtime, shards  # noqa: E402
 from gani.stages.plan import result_hash  # noqa: E402
 from gani.stages.runtime import cpu_threads  # noqa: E402
 from gani.stages.summary import write_summary  # noqa: E402
+from gani.tuning.api import steps_of  # noqa: E402
 from tasks.pipeline import Tasks  # noqa: E402
 from tracking import Tracker, TrackingRun  # noqa: E402
 
@@ -198,7 +199,8 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
     todo = [i for i in items if not i.skipped]
     print(f"dataset {dataset!r}: {len(items)} images, {len(items) - len(todo)} already "
           f"finished with the same inputs and parameters, {len(todo)} to process "
-          f"(profile {s.profile}, tune.method {s.tune.method}, {s.tune.steps} steps)")
+          f"(profile {s.profile}, tune.method {s.tune.method}, "
+          f"{steps_of(s.tune.method, s.tune)} steps)")
     if todo:
         _check_runtime(s, data_dir)
     track = None
@@ -273,7 +275,8 @@ def run_demo(settings: Optional[Settings] = None, output_uri: str = "outputs/dem
     print(f"GANI demo: {len(files)} images in {dataset_dir} (scikit-image's astronaut and "
           f"chelsea photos plus generated variants and a broken file), profile "
           f"{settings.profile!r}: a small untrained {settings.models.generator.size}-px "
-          f"generator, {settings.tune.steps} {settings.tune.method} steps per image. "
+          f"generator, {steps_of(settings.tune.method, settings.tune)} "
+          f"{settings.tune.method} steps per image. "
           f"Reconstructions improve; edits of an untrained generator mean nothing.")
     t0 = time.perf_counter()
     summary = run_invert(dataset_dir, output_uri, settings, dataset_name="demo",

@@ -43,7 +43,7 @@ from gani import io  # noqa: E402
 from gani.config import Settings, check_uris, load_settings, resolve  # noqa: E402
 from gani.redact import redact_uri  # noqa: E402
 from gani.stages import ImageItem, Layout, get_runtime, shards  # noqa: E402
-from gani.stages.plan import result_hash  # noqa: E402
+from gani.stages.plan import check_output_root, result_hash  # noqa: E402
 from gani.stages.runtime import cpu_threads  # noqa: E402
 from gani.stages.summary import write_summary  # noqa: E402
 from gani.tuning.api import steps_of  # noqa: E402
@@ -188,13 +188,14 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
     """Invert every image under `input_uri` into `output_uri`; returns the run summary."""
     t0 = time.perf_counter()
     check_uris(input_uri=input_uri, output_uri=output_uri)
+    check_output_root(input_uri, output_uri)
     s = settings_for(settings, profile, overrides, params_path)
     tasks = Tasks.for_run(s)
     dataset = dataset_name or dataset_name_of(input_uri)
     stale = io.remove_stale_temp(output_uri)
     if stale:
         print(f"removed {len(stale)} temporary file(s) left by a killed run under "
-              f"{output_uri}")
+              f"{redact_uri(output_uri)}")
     items = tasks.plan(input_uri, output_uri, s, data_dir)
     todo = [i for i in items if not i.skipped]
     print(f"dataset {dataset!r}: {len(items)} images, {len(items) - len(todo)} already "
@@ -256,7 +257,8 @@ def run_invert(input_uri: str, output_uri: str, settings: Settings,
     Credentials in either URI are refused (ConfigError): they come from the environment."""
     check_uris(input_uri=input_uri, output_uri=output_uri)
     if not io.exists(input_uri):
-        raise FileNotFoundError(f"input not found: {input_uri}")
+        raise FileNotFoundError(f"input not found: {redact_uri(input_uri)}")
+    check_output_root(input_uri, output_uri)
     _check_runtime(settings, data_dir)
     with cpu_threads(settings):
         return invert_dataset.with_options(task_runner=_runner(settings))(

@@ -9,9 +9,10 @@
   is not a regular file (`NotRegularFileError`: a FIFO, a device), never blocking on it.
 - `remove_stale_temp(root)`: the temporary files a killed process left (SIGKILL or power
   loss between the write and the rename; no other way leaves one). Each is named
-  `.<target name>.<host>.<pid>.<random>.tmp` (host: a short hash of the host name), so a
-  run removes those of dead processes of its own host at once and anything older than
-  `max_age` seconds (other hosts, older versions). The flow calls it at the start of a run.
+  `.<target name>.gani-tmp-<host>-<pid>-<random>.tmp` (host: a short hash of the host
+  name), so a run removes those of dead processes of its own host at once and those of
+  other hosts older than `max_age` seconds; a file without that exact pattern (a user's
+  `.draft.tmp`) is never removed. The flow calls it at the start of a run.
 - `image_ids(rel_paths)`: safe, unique output folder names for untrusted file names / S3 keys
   (never `..`, never absolute, only `[A-Za-z0-9._-]`, bounded length; a name that had to be
   changed gets a short hash of the original so two different names never collide).
@@ -194,8 +195,8 @@ def write_bytes(uri: str, data: bytes, storage_options: StorageOptions = None) -
     if not is_remote(uri):
         path = Path(_strip_file(str(uri)))
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.{_HOST}.{os.getpid()}.",
-                                   suffix=TEMP_SUFFIX, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX,
+                                   dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -217,8 +218,24 @@ def write_bytes(uri: str, data: bytes, storage_options: StorageOptions = None) -
 
 
 TEMP_SUFFIX = ".tmp"
+TEMP_TAG = "gani-tmp"
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
-_TEMP_NAME = re.compile(r"^\..+\.([0-9a-f]{6})\.(\d+)\.[^.]+\.tmp$")
+# .<target name, at most 40 chars>.gani-tmp-<host: 6 hex>-<pid>-<mkstemp's 8 random chars>.tmp
+_TEMP_NAME = re.compile(r"^\.(?P<target>[^/]{1,40})\." + TEMP_TAG
+                        + r"-(?P<host>[0-9a-f]{6})-(?P<pid>[1-9][0-9]{0,9})-[a-z0-9_]{8}\.tmp$")
+
+
+def temp_prefix(target_name: str, host: str = "", pid: int = 0) -> str:
+    """The start of the name of a temporary file `write_bytes` writes for `target_name`
+    (mkstemp adds 8 random characters and TEMP_SUFFIX)."""
+    return f".{target_name[:40]}.{TEMP_TAG}-{host or _HOST}-{pid or os.getpid()}-"
+
+
+def parse_temp_name(name: str) -> Optional[tuple[str, int]]:
+    """(host hash, pid) of a temporary file gani's `write_bytes` named, else None: only a
+    name with gani's tag, a 6-hex host and a pid is gani's own."""
+    m = _TEMP_NAME.match(name)
+    return (m.group("host"), int(m.group("pid"))) if m else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -234,8 +251,10 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_temp(root: str, max_age: float = 3600.0) -> list[str]:
     """Remove the temporary files of killed writers under a local `root`; returns them.
 
-    A hidden `*.tmp` file is stale when it names this host and a process that no longer
-    runs, or (other hosts, unparsable names) when it is older than `max_age` seconds. A
+    Only files named by `write_bytes` count (`parse_temp_name`: gani's tag, the writer's
+    host hash and pid); anything else (a user's `.draft.tmp`, an editor's swap file) is
+    never touched, however old. Such a file is stale when it names this host and a process
+    that no longer runs, or (another host) when it is older than `max_age` seconds. A
     temporary file of a live writer is never touched. No-op for remote roots (an S3 PUT
     leaves nothing behind) and for a root that does not exist yet.
     """
@@ -247,12 +266,13 @@ def remove_stale_temp(root: str, max_age: float = 3600.0) -> list[str]:
     removed, now = [], time.time()
     for folder, _dirs, files in os.walk(base):
         for name in files:
-            if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+            writer = parse_temp_name(name)
+            if writer is None:
                 continue
             path = os.path.join(folder, name)
-            m = _TEMP_NAME.match(name)
-            if m and m.group(1) == _HOST:
-                stale = int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2)))
+            host, pid = writer
+            if host == _HOST:
+                stale = pid != os.getpid() and not _pid_alive(pid)
             else:
                 try:
                     stale = now - os.stat(path).st_mtime > max_age

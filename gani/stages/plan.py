@@ -27,7 +27,8 @@ from typing import Any, Iterable, Mapping, Optional
 from pydantic import BaseModel
 
 from gani import io
-from gani.config import Settings, settings_hash
+from gani.config import ConfigError, Settings, settings_hash
+from gani.redact import redact_uri
 
 from .layout import STAGES, Layout
 from .sources import code_version
@@ -139,6 +140,85 @@ def image_digest(uri: str, storage_options: Optional[Mapping[str, Any]] = None) 
         except (OSError, KeyError):
             pass
     return io.file_hash(uri, storage_options)  # streamed: any file size in constant memory
+
+
+# --------------------------------------------------------------------------- roots
+
+def _norm_prefix(uri: str) -> str:
+    """A remote URI as 'protocol://bucket/prefix' without trailing '/' (for containment)."""
+    head, _, path = str(uri).partition("://")
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return f"{head.lower()}://" + "/".join(parts)
+
+
+def _inside(inner: str, outer: str, sep: str) -> bool:
+    return inner == outer or inner.startswith(outer.rstrip(sep) + sep)
+
+
+def check_output_root(input_uri: str, output_uri: str,
+                      storage_options: Optional[Mapping[str, Any]] = None) -> None:
+    """Refuse an output root the run must not write to, before any work (ConfigError, one
+    line, exit 2 from the CLI): empty (`--out ""` would be the filesystem root or the
+    current folder), equal to the input, inside it (the next run would list the outputs as
+    photos) or holding it, a file, or (locally) not writable. Remote roots are compared as
+    prefixes (`s3://b/in` and `s3://b/in/out` overlap, `s3://b/in` and `s3://b/input` do
+    not); their writability shows at the first write."""
+    out = str(output_uri or "").strip()
+    shown = redact_uri(out)
+    if not out or out in ("file://", "/") or (io.is_remote(out) and not out.split("://", 1)[1]
+                                                .strip("/")):
+        raise ConfigError(f"output root {shown!r} is empty or the root of a filesystem/store; "
+                          f"give a folder or s3://bucket/prefix of its own")
+    inp = str(input_uri or "").strip()
+    if inp and io.is_remote(inp) == io.is_remote(out):
+        if io.is_remote(out):
+            a, b, sep = _norm_prefix(inp), _norm_prefix(out), "/"
+        else:
+            a = os.path.realpath(io._strip_file(inp))
+            b, sep = os.path.realpath(io._strip_file(out)), os.sep
+        if _inside(b, a, sep) or _inside(a, b, sep):
+            how = ("is the input" if a == b else "is inside the input" if _inside(b, a, sep)
+                   else "contains the input")
+            raise ConfigError(f"output root {shown!r} {how} {redact_uri(inp)!r}: outputs "
+                              f"would be read as photos by the next run; choose a folder "
+                              f"outside the input")
+    if io.is_remote(out):
+        try:
+            fs, path = io.filesystem(out, storage_options)
+            is_file = fs.isfile(path)
+        except Exception:  # noqa: BLE001 - unreachable store: the first write says why
+            is_file = False
+        if is_file:
+            raise ConfigError(f"output root {shown!r} is an object, not a prefix")
+        return
+    path = os.path.abspath(io._strip_file(out))
+    probe = path
+    while not os.path.lexists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        what = "is" if probe == path else f"lies under {probe!r}, which is"
+        raise ConfigError(f"output root {shown!r} {what} a file, not a folder")
+    if os.path.islink(probe) and not os.path.exists(probe):
+        raise ConfigError(f"output root {shown!r}: {probe!r} is a dangling link")
+    writable = os.access(probe, os.W_OK | os.X_OK)
+    try:
+        read_only = bool(os.statvfs(probe).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        read_only = False
+    if not writable or read_only:
+        why = "a read-only filesystem" if read_only else "no write permission"
+        raise ConfigError(f"output root {shown!r} is not writable ({why} on {probe!r})")
+
+
+def check_layout_roots(input_uri: str, layout: Layout) -> None:
+    """`check_output_root` for every root a layout writes (the DVC driver has one per
+    stage)."""
+    roots = {layout.root, *(layout.stage_root(s) for s in STAGES)}
+    for root in sorted(roots):
+        check_output_root(input_uri, root, layout.storage_options)
 
 
 # --------------------------------------------------------------------------- plan

@@ -16,7 +16,8 @@ from .edit import edit_image
 from .encode import encode_image
 from .evaluate import evaluate_image, finalize
 from .layout import STAGES, Layout
-from .plan import ImageItem, checkpoint_fingerprints, plan_items, result_hash
+from .plan import (ImageItem, check_layout_roots, checkpoint_fingerprints, plan_items,
+                   result_hash)
 from .runtime import Runtime, get_runtime
 from .summary import build_summary, image_rows, write_summary
 from .tune import tune_batch
@@ -64,6 +65,9 @@ def run_stage(stage: str, items: list[ImageItem], layout: Layout, settings: Sett
 
 def plan(input_uri: str, layout: Layout, settings: Settings, data_dir: str = "data",
          skip_finished: bool = True) -> list[ImageItem]:
+    """Every image of the dataset (`plan_items`), after refusing output roots that are
+    empty, overlap the input, are files or are not writable (`check_output_root`)."""
+    check_layout_roots(input_uri, layout)
     items = plan_items(input_uri, settings, layout, checkpoint_fingerprints(settings, data_dir))
     if not skip_finished:
         items = [i.model_copy(update={"state": "pending", "reason": None, "skipped": False})

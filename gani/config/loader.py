@@ -86,6 +86,8 @@ def format_validation_error(err: ValidationError, model: type[BaseModel] = Setti
             got = redact_uri(got)  # never echo a password or token back (gani/redact.py)
         got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
         lines.append(f"{path}: {e['msg']}{got_s}")
+    if len(lines) == 1:
+        return f"invalid configuration: {lines[0]}"   # one problem, one line
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

@@ -147,6 +147,7 @@ class Runtime:
         for e in edit.interfacegan:
             edits.append(interfacegan_edit(e.name, load_direction(e.file).to(self.device)))
         if edit.ganspace:
+            check_ganspace_edits(self.settings, self.pca, self.G.n_latent)
             pca = {k: v.to(self.device) if hasattr(v, "to") else v
                    for k, v in self.pca.items()}
             for e in edit.ganspace:
@@ -156,6 +157,26 @@ class Runtime:
     @property
     def edits(self) -> list:
         return self._get("edits", self._build_edits)
+
+
+def check_ganspace_edits(settings: Settings, pca: dict, n_latent: int) -> None:
+    """Every edit.ganspace entry fits the PCA and the generator (ConfigError otherwise):
+    a component past the PCA's count or a start past the last W+ layer would fail or do
+    nothing on every image, so the run stops here, before any image."""
+    from gani.config import ConfigError
+
+    k = int(pca["comp"].shape[0])
+    where = settings.edit.ganspace_file or (
+        f"computed from the generator: min(80, edit.pca_samples, style_dim "
+        f"{settings.models.generator.style_dim})")
+    for i, e in enumerate(settings.edit.ganspace):
+        if e.component >= k:
+            raise ConfigError(f"edit.ganspace.{i} ({e.name}): component {e.component} is out of "
+                              f"range: the GANSpace PCA has {k} components (0..{k - 1}; {where})")
+        if e.start >= n_latent:
+            raise ConfigError(f"edit.ganspace.{i} ({e.name}): start {e.start} is past the last "
+                              f"W+ layer ({n_latent} layers for a "
+                              f"{settings.models.generator.size}-px generator)")
 
 
 def runtime_key(settings: Settings, data_dir: str | Path) -> str:

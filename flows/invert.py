@@ -87,13 +87,35 @@ def _check_runtime(settings: Settings, data_dir: str) -> None:
 
 # --------------------------------------------------------------------------- flows
 
+def still_to_do(items: list[ImageItem], output_uri: str) -> list[ImageItem]:
+    """The planned `items` as a shard receives them, each marked skipped when its status.json
+    already says done / quarantined with the same content key (a shard run retried after
+    its first try finished some): one small read per image, no listing, no hashing."""
+    layout = Layout(output_uri)
+    out = []
+    for item in items:
+        status = layout.read_status(item.image_id)
+        if (status and status.get("key") == item.key
+                and status.get("state") in ("done", "quarantined")):
+            item = item.model_copy(update={"state": status["state"], "skipped": True,
+                                           "reason": status.get("reason")})
+        out.append(item)
+    return out
+
+
 @flow(name="gani-invert-shard", log_prints=True)
 def invert_shard(input_uri: str, output_uri: str, settings: Settings,
                  images: Optional[list[str]] = None, parent_run_id: Optional[str] = None,
-                 data_dir: str = "data", label: str = "") -> dict:
-    """The per-image DAG over `images` (source URIs; None = the whole dataset)."""
+                 data_dir: str = "data", label: str = "",
+                 items: Optional[list[ImageItem]] = None) -> dict:
+    """The per-image DAG over `items`: the manifests the night planned for this shard
+    (listed and hashed once per night, by `invert_dataset`). Without them the shard plans
+    itself: `images` (source URIs) or, None, the whole dataset (a shard run by hand)."""
     tasks = Tasks.for_run(settings)
-    items = tasks.plan(input_uri, output_uri, settings, data_dir, images)
+    if items is None:
+        items = tasks.plan(input_uri, output_uri, settings, data_dir, images)
+    else:
+        items = still_to_do([ImageItem.model_validate(i) for i in items], output_uri)
     todo = [i for i in items if not i.skipped]
     run = ShardRun(tasks, settings, output_uri, data_dir, parent_run_id, label)
     with cpu_threads(settings):
@@ -132,7 +154,8 @@ def _run_shards_as_deployments(groups: list[list[ImageItem]], input_uri: str,
             shard_deployment, timeout=0, flow_run_name=f"shard-{k + 1}-of-{len(groups)}",
             parameters={"input_uri": input_uri, "output_uri": output_uri,
                         "settings": s.model_dump(mode="json"),
-                        "images": [i.source for i in group], "parent_run_id": parent_run_id,
+                        "items": [i.model_dump(mode="json") for i in group],
+                        "parent_run_id": parent_run_id,
                         "data_dir": data_dir, "label": f"shard {k + 1}/{len(groups)} "})
         runs.append(run.id)
     print(f"launched {len(runs)} shard runs of {shard_deployment}; waiting for them")
@@ -159,8 +182,8 @@ def _run_shards(groups: list[list[ImageItem]], input_uri: str, output_uri: str,
         label = f"shard {k + 1}/{len(groups)} " if len(groups) > 1 else ""
         done = invert_shard.with_options(
             task_runner=_runner(s), flow_run_name=f"shard-{k + 1}-of-{len(groups)}")(
-            input_uri, output_uri, s, images=[i.source for i in group],
-            parent_run_id=parent, data_dir=data_dir, label=label)
+            input_uri, output_uri, s, items=group, parent_run_id=parent,
+            data_dir=data_dir, label=label)
         if track is not None and isinstance(done, dict):
             track.logged.update(done.get("logged") or [])
             track.error = done.get("tracking_error") or track.error

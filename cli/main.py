@@ -131,19 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     from gani.checkpoints import (CheckpointCorruptError, CheckpointLoadError,
                                   CheckpointMissingError)
     from gani.config import ConfigError
+    from gani.redact import redact_text
 
     try:
         if args.command == "checkpoints":
             return _checkpoints(args)
         return _run(args)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(exc)}", file=sys.stderr)
         return EXIT_CONFIG
     except (CheckpointMissingError, CheckpointCorruptError, CheckpointLoadError) as exc:
-        print(f"checkpoint error: {exc}", file=sys.stderr)
+        print(f"checkpoint error: {redact_text(exc)}", file=sys.stderr)
         return EXIT_CHECKPOINT
     except (FileNotFoundError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(exc)}", file=sys.stderr)
         return EXIT_CONFIG
 
 

@@ -34,6 +34,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.utilities.annotations import unmapped
 
 from gani.config import Settings
+from gani.redact import redact_text
 from gani.stages import ImageItem, Layout, finalize
 from tasks.pipeline import Tasks
 from tasks.retry import failure_reason, is_transient
@@ -194,7 +195,8 @@ class ShardRun:
             if item.state not in ("quarantined", "failed"):
                 item = item.model_copy(update={"state": "failed", "reason": "storage_error"})
             print(f"warning: could not write the status of {item.image_id} "
-                  f"({type(exc).__name__}: {exc}); it counts as {item.state} in this run "
+                  f"({redact_text(f'{type(exc).__name__}: {exc}')}); it counts as "
+                  f"{item.state} in this run "
                   f"and the next run redoes it")
             self._count(item, from_disk=False)
             return
@@ -208,7 +210,7 @@ class ShardRun:
             reason = failure_reason(stage, exc)
             item = item.model_copy(update={"state": "failed", "reason": reason})
             return finalize(item, self.layout, "failed", reason,
-                            detail=f"{type(exc).__name__}: {exc}"[:500])
+                            detail=redact_text(f"{type(exc).__name__}: {exc}")[:500])
         if item.state in ("quarantined", "failed"):
             return finalize(item, self.layout)
         return item
@@ -231,10 +233,10 @@ class ShardRun:
             self.logged.append(item.image_id)
             return
         self.tracking_failed.append(item.image_id)
-        self.tracking_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.tracking_error = redact_text(f"{type(exc).__name__}: {exc}")[:300]
         if is_transient(exc):
             self.guard.failed()
-        print(f"warning: MLflow logging failed for {item.image_id}: {exc}")
+        print(f"warning: MLflow logging failed for {item.image_id}: {redact_text(exc)}")
 
     def _count(self, item: ImageItem, from_disk: bool = True) -> None:
         """Count the image with its final state (as status.json says) and print its line."""
@@ -244,7 +246,8 @@ class ShardRun:
                 status = self.layout.read_status(item.image_id) or {}
             except Exception as exc:  # noqa: BLE001 - the store is down: keep what we know
                 print(f"warning: could not read the status of {item.image_id} "
-                      f"({type(exc).__name__}: {exc}); keeping its state in memory")
+                      f"({redact_text(f'{type(exc).__name__}: {exc}')}); keeping its state "
+                      f"in memory")
                 if item.state not in ("done", "quarantined", "failed"):
                     item = item.model_copy(update={"state": "failed",
                                                    "reason": "storage_error"})

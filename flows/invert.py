@@ -41,7 +41,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from gani import io  # noqa: E402
 from gani.config import Settings, check_uris, load_settings, resolve  # noqa: E402
-from gani.redact import redact_uri  # noqa: E402
+from gani.redact import install_log_redaction, redact_uri  # noqa: E402
 from gani.stages import ImageItem, Layout, get_runtime, shards  # noqa: E402
 from gani.stages.plan import check_output_root, result_hash  # noqa: E402
 from gani.stages.runtime import cpu_threads  # noqa: E402
@@ -111,6 +111,7 @@ def invert_shard(input_uri: str, output_uri: str, settings: Settings,
     """The per-image DAG over `items`: the manifests the night planned for this shard
     (listed and hashed once per night, by `invert_dataset`). Without them the shard plans
     itself: `images` (source URIs) or, None, the whole dataset (a shard run by hand)."""
+    install_log_redaction()
     tasks = Tasks.for_run(settings)
     if items is None:
         items = tasks.plan(input_uri, output_uri, settings, data_dir, images)
@@ -210,6 +211,7 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
                    ) -> dict:
     """Invert every image under `input_uri` into `output_uri`; returns the run summary."""
     t0 = time.perf_counter()
+    install_log_redaction()    # Prefect's console and API log handlers: no secret in a line
     check_uris(input_uri=input_uri, output_uri=output_uri)
     check_output_root(input_uri, output_uri)
     s = settings_for(settings, profile, overrides, params_path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect.utilities.annotations import unmapped
 
 from gani.config import Settings
-from gani.redact import redact_uri
+from gani.redact import redact_text, redact_uri
 from gani.stages import ImageItem
 from tasks.pipeline import Tasks
 from tasks.retry import is_transient
@@ -36,7 +36,7 @@ def begin_tracking(tasks: Tasks, settings: Settings, dataset: str, input_uri: st
                                       resume_run_id=state["parent_run_id"],
                                       search=not was_finished)
     except Exception as exc:  # noqa: BLE001 - the images matter more than their tracking
-        track.error = f"{type(exc).__name__}: {exc}"[:500]
+        track.error = redact_text(f"{type(exc).__name__}: {exc}")[:500]
         guard_for(uri).failed()
         print(f"warning: MLflow at {redact_uri(uri)} is unavailable ({track.error}); the "
               f"images are processed and kept on disk, summary.json lists them under "
@@ -71,7 +71,8 @@ def reconcile(tasks: Tasks, track: TrackingRun, items: list[ImageItem],
         children = tasks.list_children(settings, track.parent)
     except Exception as exc:  # noqa: BLE001
         guard.failed()
-        print(f"warning: MLflow: could not list the child runs ({exc}); reconcile skipped")
+        print(f"warning: MLflow: could not list the child runs ({redact_text(exc)}); "
+              f"reconcile skipped")
         return {**out, "tracking_failed": not_logged}
     todo = unlogged(final, children)
     if todo:
@@ -114,7 +115,8 @@ def close_tracking(tasks: Tasks, track: TrackingRun, settings: Settings, summary
                               status=status)
     except Exception as exc:  # noqa: BLE001
         guard_for(track.uri).failed()
-        print(f"warning: MLflow: could not close the parent run {track.parent} ({exc}); "
+        print(f"warning: MLflow: could not close the parent run {track.parent} "
+              f"({redact_text(exc)}); "
               f"the next run resumes it")
         return "incomplete"
     if complete:

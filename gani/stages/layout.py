@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from gani import io
+from gani.redact import redact_obj
 
 STAGES = ("align", "encode", "tune", "edit", "evaluate")
 
@@ -84,7 +85,8 @@ class Layout:
 
     def write_marker(self, image_id: str, stage: str, key: str, state: str = "done",
                      reason: Optional[str] = None, **extra: Any) -> None:
-        record = {"stage": stage, "key": key, "state": state, "reason": reason, **extra}
+        record = {"stage": stage, "key": key, "state": state, "reason": reason,
+                  **redact_obj(extra)}   # a detail quoting an exception: no secret in it
         io.write_json(self.marker_uri(image_id, stage), record, self.storage_options)
 
     def read_status(self, image_id: str) -> Optional[dict]:
@@ -94,7 +96,8 @@ class Layout:
                      **extra: Any) -> dict:
         if state not in STATES:
             raise ValueError(f"state must be one of {STATES}, got {state!r}")
-        record = {"image_id": image_id, "state": state, "reason": reason, "key": key, **extra}
+        record = {"image_id": image_id, "state": state, "reason": reason, "key": key,
+                  **redact_obj(extra)}
         io.write_json(self.uri(image_id, "status"), record, self.storage_options)
         return record
 

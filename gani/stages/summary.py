@@ -23,6 +23,7 @@ import json
 from typing import Any, Iterable, Optional
 
 from gani import io
+from gani.redact import redact_obj
 from gani.metrics.core import METRIC_KEYS, summarize
 
 from .layout import Layout
@@ -72,12 +73,12 @@ def build_summary(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         "images": len(rows),
         "pending": pending,
     }
-    summary.update(extra)
+    summary.update(redact_obj(extra))   # tracking_error quotes an exception: no secret in it
     return summary
 
 
 def write_summary(layout: Layout, summary: dict[str, Any], uri: Optional[str] = None) -> str:
     uri = uri or layout.summary_uri
-    io.write_bytes(uri, (json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    io.write_bytes(uri, (json.dumps(redact_obj(summary), indent=2, sort_keys=True, default=str) + "\n")
                    .encode(), layout.storage_options)
     return uri

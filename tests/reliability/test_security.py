@@ -261,6 +261,19 @@ def _cli_refuses(tmp_path, capsys, argv_tail: list[str], input_uri: str, out_uri
      f"s3://bucket/photos?X-Amz-Security-Token={TOKEN_SECRET}"),
     ("input s3:// URI with key:secret@", "input", f"s3://AKIAGANI:{AWS_SECRET}@bucket/photos"),
     ("output s3:// URI with key:secret@", "out", f"s3://AKIAGANI:{AWS_SECRET}@bucket/out"),
+    ("tracking URI with TOKEN@host", "tracking", f"http://{TOKEN_SECRET}@mlflow:5000/"),
+    ("tracking URI with ?access_token=", "tracking",
+     f"http://mlflow:5000/?access_token={TOKEN_SECRET}"),
+    ("tracking URI with ?X-Amz-Signature=", "tracking",
+     f"https://mlflow/api?X-Amz-Date=1&X-Amz-Signature={TOKEN_SECRET}"),
+    ("tracking URI with ?sig=", "tracking", f"https://mlflow/?sv=1&sig={TOKEN_SECRET}"),
+    ("tracking URI with ?token=", "tracking", f"https://mlflow/?token={TOKEN_SECRET}"),
+    ("tracking URI with ?key=", "tracking", f"https://mlflow/?key={TOKEN_SECRET}"),
+    ("tracking URI with ?password=", "tracking", f"https://mlflow/?password={TRACK_SECRET}"),
+    ("tracking URI with #access_token= fragment", "tracking",
+     f"https://mlflow/#access_token={TOKEN_SECRET}"),
+    ("input s3:// URI with TOKEN@", "input", f"s3://{TOKEN_SECRET}@bucket/photos"),
+    ("output s3:// URI with ?sig=", "out", f"s3://bucket/out?sig={TOKEN_SECRET}"),
 ])
 def test_credentials_in_a_uri_are_refused_without_echoing_them(tmp_path, capsys, monkeypatch,
                                                               reliability, case, where, uri):
@@ -304,6 +317,98 @@ def test_python_api_refuses_credentials_in_uris(tmp_path):
         assert "credentials" in str(err.value)
         assert all(secret not in str(err.value) for secret in SECRETS)
     assert not out.exists()
+
+
+CREDENTIAL_URIS = [
+    f"http://gani:{TRACK_SECRET}@mlflow:5000", f"http://{TOKEN_SECRET}@mlflow:5000/",
+    f"http://a@{TOKEN_SECRET}@mlflow/", f"http://mlflow/?access_token={TOKEN_SECRET}",
+    f"https://m/?X-Amz-Signature={TOKEN_SECRET}", f"https://m/?sig={TOKEN_SECRET}",
+    f"https://m/?token={TOKEN_SECRET}", f"https://m/?key={TOKEN_SECRET}",
+    f"https://m/?password={TRACK_SECRET}", f"https://m/#access_token={TOKEN_SECRET}",
+    f"s3://{TOKEN_SECRET}@bucket/x", f"postgresql://gani:{TRACK_SECRET}@db/mlflow"]
+
+
+def test_settings_refuse_every_credential_form_in_every_uri_setting(reliability):
+    """Settings built directly (a deployment's `settings` parameter, Python) refuse each form
+    in tracking.uri and in any other string setting (edit.ganspace_file, checkpoints), and
+    the error never echoes the secret; a database URI may name its user."""
+    from pydantic import ValidationError
+
+    from gani.config import ConfigError, Settings, load_settings
+
+    refused = 0
+    for uri in CREDENTIAL_URIS:
+        for key in ("tracking.uri", "edit.ganspace_file", "models.generator.checkpoint"):
+            with pytest.raises(ConfigError) as err:
+                load_settings(ROOT / "params.yaml", "demo", [f"{key}={uri}"])
+            assert all(x not in str(err.value) for x in SECRETS), (key, str(err.value))
+            refused += 1
+        with pytest.raises(ValidationError):
+            Settings.model_validate({"tracking": {"uri": uri}})
+    for fine in ("postgresql://gani@db:5432/mlflow", "sqlite:///mlflow.db?timeout=5",
+                 "http://mlflow:5000", "https://mlflow/?experiment=3"):
+        assert Settings.model_validate({"tracking": {"uri": fine}}).tracking.uri == fine
+    reliability.add("security", f"{len(CREDENTIAL_URIS)} credential forms x 3 URI settings",
+                    faults_injected=refused, faults_survived=refused,
+                    note="each refused at validation, the secret never echoed")
+
+
+def test_redact_text_scrubs_every_form_inside_free_text():
+    """What an exception message or a log line may quote: every URI form and
+    `secret_name=value` pairs are scrubbed; ordinary text is left alone."""
+    from gani.redact import redact_obj, redact_text
+
+    for uri in CREDENTIAL_URIS:
+        for text in (f"ConnectionError: Max retries exceeded with url: {uri} (x)",
+                     f"redirected to '{uri}'", f"<{uri}>"):
+            red = redact_text(text)
+            assert all(x not in red for x in SECRETS), red
+    red = redact_text(f"failed (access_token={TOKEN_SECRET}&X-Amz-Signature={TOKEN_SECRET}) "
+                      f"Authorization: Bearer {TOKEN_SECRET}")
+    assert all(x not in red for x in SECRETS), red
+    plain = "OSError: [Errno 28] No space left on device: '/data/out/a@b?.png' exit code 1"
+    assert redact_text(plain) == plain
+    nested = redact_obj({"e": [f"http://{TOKEN_SECRET}@h/"], "n": 1})
+    assert nested == {"e": ["http://h/"], "n": 1}
+
+
+@pytest.mark.slow
+@pytest.mark.service
+def test_secret_in_an_mlflow_error_never_written_or_logged(prefect_api, tmp_path, shrink,
+                                                           monkeypatch, capfd, reliability):
+    """MLflow fails with an exception that quotes URLs with tokens (a proxy's redirect):
+    summary.json's tracking_error, status files, stdout/stderr and Prefect's logs and
+    parameters keep the message without any secret."""
+    import tracking.logical_run as logical_run
+    from flows.invert import run_invert
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError(f"redirected to http://gani:{TRACK_SECRET}@proxy/login?"
+                              f"access_token={TOKEN_SECRET} (token={TOKEN_SECRET})")
+
+    monkeypatch.setattr(logical_run, "open_parent", refuse)
+    data = tmp_path / "photos"
+    data.mkdir()
+    (data / "astronaut.png").write_bytes(demo_images()["astronaut.png"])
+    out = tmp_path / "out"
+    settings = _settings(shrink, **{"tracking.enabled": "true",
+                                    "tracking.uri": f"sqlite:///{tmp_path}/mlflow.db",
+                                    "orchestration.retries": "0"})
+    summary, printed = run_captured(run_invert, str(data), str(out), settings,
+                                    dataset_name="photos")
+    assert summary["counts"]["done"] == 1 and summary["tracking"] == "unavailable"
+    assert "redirected to http://proxy/login" in summary["tracking_error"]
+    printed += "".join(capfd.readouterr())     # Prefect's console handler keeps its stream
+    leaks = leaks_in(printed.encode(), "stdout/stderr") + leaks_in_tree(tmp_path)
+    leaks += leaks_in(json.dumps(summary).encode(), "returned summary")
+    records = prefect_records(summary["prefect_flow_run_id"])
+    assert "redirected to" in records["logs"]               # the failure was logged,
+    for kind, text in records.items():                      # without the secret
+        leaks += leaks_in(text.encode(), f"Prefect {kind}")
+    assert leaks == []
+    reliability.from_summary("security", "secret quoted by an MLflow error", summary,
+                             faults_injected=1, faults_survived=1, data_lost=len(leaks),
+                             note="summary.json tracking_error, stdout, Prefect logs: redacted")
 
 
 def test_redaction_of_uris_with_credentials():

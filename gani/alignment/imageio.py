@@ -22,8 +22,10 @@ decoded PIL image in mode "RGB". It
   truncated      the file ends before the image data does
   corrupt        the decoder failed for another reason (broken chunks, bad CRC ...)
   too_small      a side is shorter than `min_side` pixels (default 32)
-  too_large      more than `max_pixels` pixels (default 100 M), including decompression
-                 bombs: the size is read from the header, before anything is decoded
+  too_large      more than `max_pixels` pixels (default 100 M) or a decoded size over
+                 `max_decode_bytes` (default 384 MiB: width x height x bands x bytes per
+                 sample), including decompression bombs: both are read from the header,
+                 before anything is decoded
   unsupported    a pixel mode that cannot be turned into RGB
   unreadable     the path cannot be read (missing file, permission)
   ============== ====================================================================
@@ -44,6 +46,16 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MIN_SIDE = 32
 DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_DECODE_BYTES = 384 * 2**20   # 48 MP RGB is 144 MiB; 100 MP RGB 286 MiB
+
+# bytes per sample of a Pillow mode, for the decode estimate (bands: len(getbands()))
+_SAMPLE_BYTES = {"I": 4, "F": 4, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+# PNG chunks that only carry metadata: text (tEXt/zTXt/iTXt) and the ICC profile (iCCP).
+# Pillow refuses a text/ICC chunk that inflates beyond PngImagePlugin.MAX_TEXT_CHUNK, which
+# made a valid photo `corrupt`; the pipeline needs none of them, so they are dropped before
+# decoding (the pixels and eXIf orientation are untouched).
+_PNG_METADATA = {b"tEXt", b"zTXt", b"iTXt", b"iCCP"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
@@ -86,6 +98,40 @@ def _sniff_format(data: bytes):
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
     return None
+
+
+def strip_png_metadata(data: bytes) -> bytes:
+    """A PNG without its text and ICC chunks (`_PNG_METADATA`); other data as it is (also a
+    PNG whose chunk structure is broken: the decoder then says why)."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return data
+    out, pos, dropped = [data[:8]], 8, False
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        if kind in _PNG_METADATA:
+            dropped = True
+        else:
+            out.append(data[pos:end])
+        pos = end
+        if kind == b"IEND":
+            break
+    if not dropped:
+        return data
+    out.append(data[pos:])
+    return b"".join(out)
+
+
+def decode_estimate(img: Image.Image) -> int:
+    """Bytes the decoded pixels take (width x height x bands x bytes per sample), from the
+    header alone, plus the 8-bit RGB copy the pipeline makes of it."""
+    w, h = img.size
+    bands = len(img.getbands())
+    per = _SAMPLE_BYTES.get(img.mode, 1)
+    return w * h * bands * per + (w * h * 3 if img.mode != "RGB" else 0)
 
 
 def _is_truncation(exc: Exception) -> bool:
@@ -139,14 +185,20 @@ def to_rgb8(img: Image.Image) -> Image.Image:
 
 
 def load_image(src: ImageSource, *, min_side: int = DEFAULT_MIN_SIDE,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+               max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES) -> Image.Image:
     """Decode `src` (path, bytes or binary file) into an upright 8-bit RGB PIL image.
 
+    The pixel count and the decoded size (`decode_estimate`) are checked against
+    `max_pixels` and `max_decode_bytes` from the header, before any pixel is decoded. The
+    result carries no metadata of the source (no ICC profile, no text, no EXIF: derived
+    images must never inherit a chunk that cannot be read back).
     Raises BadImageError(reason) for inputs the pipeline must quarantine.
     """
     data = _read_bytes(src)
     if len(data) == 0:
         raise BadImageError("empty", "0 bytes")
+    data = strip_png_metadata(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -167,6 +219,10 @@ def load_image(src: ImageSource, *, min_side: int = DEFAULT_MIN_SIDE,
         w, h = img.size
         if w * h > max_pixels:
             raise BadImageError("too_large", f"{w}x{h} = {w * h} pixels > limit {max_pixels}")
+        need = decode_estimate(img)
+        if need > max_decode_bytes:
+            raise BadImageError("too_large", f"{w}x{h} {img.mode} needs ~{need} bytes decoded "
+                                             f"> limit {max_decode_bytes}")
         if min(w, h) < min_side:
             raise BadImageError("too_small", f"{w}x{h}, a side is < {min_side} px")
         try:
@@ -184,4 +240,5 @@ def load_image(src: ImageSource, *, min_side: int = DEFAULT_MIN_SIDE,
         out = to_rgb8(img)
     if out is img:
         out = img.copy()  # detach from the decoder / file object
+    out.info = {}         # no source metadata travels into derived images
     return out

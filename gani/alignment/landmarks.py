@@ -172,16 +172,39 @@ def _shape_predictor(path: str):
     return dlib.shape_predictor(path)
 
 
+DETECT_MAX_SIDE = 1024
+
+
 def dlib_faces(img: Image.Image, *, upsample: int = 1,
-               predictor_path: Optional[Union[str, os.PathLike]] = None
+               predictor_path: Optional[Union[str, os.PathLike]] = None,
+               detect_max_side: int = DETECT_MAX_SIDE
                ) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
-    """All frontal faces dlib finds: [(rect (left, top, right, bottom), landmarks [68, 2])]."""
-    arr = np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    """All frontal faces dlib finds: [(rect (left, top, right, bottom), landmarks [68, 2])].
+
+    The detector (whose cost grows with the pixels times 4 per upsample) runs on a copy whose
+    long side is at most `detect_max_side`; its rectangles are scaled back and the 68-point
+    predictor (cheap: it reads only around the face) runs on the full image. An image within
+    the bound is detected as it is, so its landmarks are exactly those of plain dlib."""
+    rgb = img.convert("RGB")
+    arr = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
     path = str(predictor_path) if predictor_path is not None else str(default_predictor_path())
+    scale = 1.0
+    small = arr
+    if max(rgb.size) > detect_max_side:
+        scale = max(rgb.size) / float(detect_max_side)
+        size = (max(1, round(rgb.width / scale)), max(1, round(rgb.height / scale)))
+        small = np.ascontiguousarray(np.asarray(
+            rgb.resize(size, Image.Resampling.BOX), dtype=np.uint8))
+    import dlib  # type: ignore
+
     with _dlib_lock:
         detector = _frontal_detector()
         predictor = _shape_predictor(path)
-        rects = list(detector(arr, upsample))
+        rects = list(detector(small, upsample))
+        if scale != 1.0:
+            rects = [dlib.rectangle(int(round(r.left() * scale)), int(round(r.top() * scale)),
+                                    int(round(r.right() * scale)),
+                                    int(round(r.bottom() * scale))) for r in rects]
         faces = []
         for r in rects:
             shape = predictor(arr, r)

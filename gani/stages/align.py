@@ -54,7 +54,8 @@ def align_image(item: ImageItem, layout: Layout, settings: Settings) -> ImageIte
             raise  # S3 AccessDenied: a store fault (failed, retried by the next run)
         return mark(layout, item, STAGE, "quarantined", "unreadable", detail=str(exc)[:300])
     try:
-        img = load_image(data, min_side=cfg.min_side, max_pixels=cfg.max_pixels)
+        img = load_image(data, min_side=cfg.min_side, max_pixels=cfg.max_pixels,
+                         max_decode_bytes=cfg.max_decode_bytes)
         options = {}
         if cfg.method == "ffhq":
             options = {"detector": cfg.detector, "output_size": cfg.output_size,

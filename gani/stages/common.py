@@ -17,6 +17,11 @@ class StageError(RuntimeError):
 
 
 def png_bytes(img: Image.Image) -> bytes:
+    """`img` as a PNG without any metadata (no ICC profile, text or EXIF of a source: what
+    the pipeline writes must read back whatever the input carried)."""
+    if img.info:
+        img = img.copy()
+        img.info = {}
     buf = _io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()

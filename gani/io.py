@@ -42,7 +42,10 @@ import fsspec
 
 from gani import faults
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+# .jfif is a JPEG; a GIF gives its first frame; AVIF/HEIC are listed so that they are
+# accounted for: decoded when this Pillow can, else quarantined `unsupported`
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff",
+                    ".gif", ".avif", ".heic", ".heif")
 MAX_ID_LENGTH = 96
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

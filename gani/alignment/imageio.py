@@ -91,6 +91,10 @@ _MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", 
           (b"GIF89a", "GIF"), (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1",
+                b"avif", b"avis"}
+
+
 def _sniff_format(data: bytes):
     for magic, name in _MAGIC:
         if data.startswith(magic):
@@ -206,6 +210,9 @@ def load_image(src: ImageSource, *, min_side: int = DEFAULT_MIN_SIDE,
         except Image.DecompressionBombError as exc:
             raise BadImageError("too_large", str(exc)) from None
         except UnidentifiedImageError:
+            if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+                raise BadImageError("unsupported", f"{data[8:12].decode()} (HEIF/AVIF) "
+                                    f"and this Pillow has no decoder for it") from None
             fmt = _sniff_format(data)
             if fmt is not None:  # the right magic number, but Pillow cannot parse the header
                 raise BadImageError("corrupt", f"{fmt} signature but unreadable header "

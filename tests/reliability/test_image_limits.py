@@ -156,3 +156,44 @@ def test_face_detection_runs_on_a_bounded_copy(monkeypatch):
     lm = landmarks.choose_face(landmarks.dlib_faces(big))[1]
     assert max(seen[-1][:2]) <= landmarks.DETECT_MAX_SIDE
     assert np.abs(lm / 4 - base).mean() < 3.0, np.abs(lm / 4 - base).mean()
+
+
+def test_jfif_gif_avif_heic_are_listed_and_accounted_for(tmp_path, tiny_settings, reliability):
+    """.jfif (a JPEG) and .gif (first frame) are images; .avif/.heic are listed too and,
+    when this Pillow cannot decode them, quarantined `unsupported` with the reason (never
+    silently ignored)."""
+    from gani import io
+    from gani.stages import Layout
+    from gani.stages.align import align_image
+    from gani.stages.plan import plan_items
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    img = astronaut()
+    img.save(photos / "a.jfif", "JPEG", quality=90)
+    img.save(photos / "b.gif", "GIF", save_all=True,
+             append_images=[img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    heif = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+    (photos / "c.heic").write_bytes(heif)
+    (photos / "d.avif").write_bytes(heif.replace(b"heic", b"avif"))
+    assert [rel for _, rel in io.list_images(str(photos))] == ["a.jfif", "b.gif", "c.heic",
+                                                                "d.avif"]
+    settings = tiny_settings.model_copy(deep=True)
+    settings.align.method = "resize"
+    layout = Layout(str(tmp_path / "out"))
+    states = {}
+    for item in plan_items(str(photos), settings, layout, {}):
+        out = align_image(item, layout, settings)
+        states[item.rel] = (out.state, out.reason)
+    assert states["a.jfif"][0] == "pending" and states["b.gif"][0] == "pending"
+    for name in ("c.heic", "d.avif"):
+        try:
+            Image.open(photos / name)
+            decodable = True
+        except Exception:  # noqa: BLE001
+            decodable = False
+        assert states[name] == (("pending", None) if decodable
+                                else ("quarantined", "unsupported")), states
+    assert load_image((photos / "b.gif").read_bytes()).size == img.size
+    reliability.add("bad input", ".jfif / .gif / .heic / .avif", images=4, done=2,
+                    quarantined=2, note="jfif+gif aligned; heic/avif quarantined unsupported")

@@ -11,6 +11,8 @@ import torch
 from gani.config.schema import OptimizerSection, RegularizerSection
 from gani.losses import LossTarget, SimilarityLoss
 
+from .result import TunedImage
+
 ProgressFn = Callable[[dict], None]
 
 
@@ -199,3 +201,14 @@ class Tracker:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+    def results(self, method: str, w: torch.Tensor, deltas: dict, seconds: float,
+                meta: dict) -> list[TunedImage]:
+        """One `TunedImage` per image of the batch: its latent, its weight deltas (none for
+        an image that never had a finite loss), curve, error and parts."""
+        return [TunedImage(method=method, latent=w[i].detach().float().cpu(),
+                           deltas={} if not self.ever_good[i]
+                           else {k: v[i].detach().float().cpu() for k, v in deltas.items()},
+                           loss_curve=self.curves[i], error=self.errors[i], seconds=seconds,
+                           parts=self.parts[i], meta=meta)
+                for i in range(self.batch)]

@@ -163,9 +163,4 @@ def tune_gani_optimizer(G, targets: torch.Tensor, w_init: torch.Tensor, cfg: Tun
             "active_terms": loss.active_terms(), "rec": loss.rec_kind,
             "lambdas": dict(loss.lambdas)}
     final = state.buf["D"]
-    return [TunedImage(method="gani", latent=w[i].detach().float().cpu(),
-                       deltas={} if not track.ever_good[i]
-                       else {k: v[i].detach().float().cpu() for k, v in final.items()},
-                       loss_curve=track.curves[i], error=track.errors[i], seconds=seconds,
-                       parts=track.parts[i], meta=meta)
-            for i in range(B)]
+    return track.results("gani", w, final, seconds, meta)

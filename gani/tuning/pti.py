@@ -64,9 +64,4 @@ def tune_pti(G, targets: torch.Tensor, w_init: torch.Tensor, cfg: TuneSection,
     track.close()
     seconds = (time.perf_counter() - t0) / B
     meta = {"pti": cfg.pti.model_dump(), "active_terms": loss.active_terms()}
-    return [TunedImage(method="pti", latent=w[i].detach().float().cpu(),
-                       deltas={} if not track.ever_good[i]
-                       else {k: v[i].detach().float().cpu() for k, v in deltas.items()},
-                       loss_curve=track.curves[i], error=track.errors[i], seconds=seconds,
-                       parts=track.parts[i], meta=meta)
-            for i in range(B)]
+    return track.results("pti", w, deltas, seconds, meta)

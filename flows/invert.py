@@ -51,7 +51,7 @@ from tasks.pipeline import Tasks  # noqa: E402
 from tracking import Tracker, TrackingRun  # noqa: E402
 
 from flows.images import ShardRun  # noqa: E402
-from flows.report import report, summary_artifact  # noqa: E402
+from flows.report import demo_rows, demo_table, report, summary_artifact  # noqa: E402
 from flows.track import begin_tracking, close_tracking, reconcile  # noqa: E402
 
 SHARD_DEPLOYMENT = "gani-invert-shard/shard"
@@ -82,7 +82,7 @@ def _check_runtime(settings: Settings, data_dir: str) -> None:
     """Load every network the settings need: a missing or corrupt checkpoint fails now,
     before any image (the networks stay cached for the tasks)."""
     rt = get_runtime(settings, data_dir)
-    _ = (rt.G, rt.encoder, rt.nets, rt.edits)
+    _ = (rt.G, rt.encoder, rt.nets, rt.edits, rt.regressor)
 
 
 # --------------------------------------------------------------------------- flows
@@ -294,19 +294,31 @@ def run_invert(input_uri: str, output_uri: str, settings: Settings,
 def run_demo(settings: Optional[Settings] = None, output_uri: str = "outputs/demo",
              dataset_dir: str = "data/datasets/demo", data_dir: str = "data") -> dict:
     """Materialise the demo dataset, run the flow on it with the demo profile, and say
-    what happened and where to look."""
+    what happened, per image, and where to look."""
     from gani.stages.demo_data import materialize
 
     settings = settings or load_settings("params.yaml", "demo")
-    files = materialize(dataset_dir)
-    print(f"GANI demo: {len(files)} images in {dataset_dir} (scikit-image's astronaut and "
-          f"chelsea photos plus generated variants and a broken file), profile "
-          f"{settings.profile!r}: a small untrained {settings.models.generator.size}-px "
-          f"generator, {steps_of(settings.tune.method, settings.tune)} "
-          f"{settings.tune.method} steps per image. "
-          f"Reconstructions improve; edits of an untrained generator mean nothing.")
+    testbed = settings.models.generator.checkpoint != "demo"
+    files = materialize(dataset_dir, kind="testbed" if testbed else "photos")
+    steps = steps_of(settings.tune.method, settings.tune)
+    size = settings.models.generator.size
+    if testbed:
+        print(f"GANI demo: {len(files)} files in {dataset_dir}: held-out procedural faces "
+              f"(test and shifted splits), scikit-image's astronaut photo, a truncated JPEG "
+              f"and a text file named .png. Profile {settings.profile!r}: the {size}-px "
+              f"StyleGAN2 trained on procedural faces (gani/testbed), its e4e, "
+              f"{steps} {settings.tune.method} steps per image, edits along attribute "
+              f"directions measured by the attribute regressor.")
+    else:
+        print(f"GANI demo: {len(files)} images in {dataset_dir} (scikit-image's astronaut and "
+              f"chelsea photos plus generated variants and a broken file), profile "
+              f"{settings.profile!r}: a small untrained {size}-px generator, {steps} "
+              f"{settings.tune.method} steps per image. "
+              f"Reconstructions improve; edits of an untrained generator mean nothing.")
     t0 = time.perf_counter()
     summary = run_invert(dataset_dir, output_uri, settings, dataset_name="demo",
                          data_dir=data_dir)
     print(report(summary, settings, time.perf_counter() - t0))
     return summary
+    if not io.is_remote(output_uri):
+        print(demo_table(demo_rows(output_uri)))

@@ -139,7 +139,7 @@ def make_targets(G, kind: str, seed: int = 0):
     w_mean = G.mean_latent(4096, generator=torch.Generator().manual_seed(seed))
     names, xs, ws = [], [], []
     if kind == "testbed":
-        from benchmarks.testbed.core.faces import make_face, to_tensor
+        from gani.testbed.faces import make_face, to_tensor
 
         for name, split, idx in [("face (held-out)", "test", 0), ("face (held-out) 2", "test", 1),
                                  ("face (shifted split)", "shifted", 0)]:

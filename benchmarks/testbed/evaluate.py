@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.testbed.core import attributes as A
-from benchmarks.testbed.core import directions as Dn
+from gani.testbed import attributes as A
+from gani.testbed import directions as Dn
 from benchmarks.testbed.core import sanity as S
-from benchmarks.testbed.core.faces import (ATTRIBUTES, TRAIN_RANGE, render_split, save_grid,
+from gani.testbed.faces import (ATTRIBUTES, TRAIN_RANGE, render_split, save_grid,
                                            to_tensor, to_uint8)
 
 HERE = Path(__file__).resolve().parent

@@ -94,8 +94,9 @@ import numpy as np
 import torch
 
 from benchmarks.quality import run as Q
-from benchmarks.testbed.core import directions as Dn
-from benchmarks.testbed.core.faces import (labels_vector, make_face, save_grid, to_tensor,
+from gani.testbed import directions as Dn
+from gani.testbed.edits import EditContext, _mean
+from gani.testbed.faces import (labels_vector, make_face, save_grid, to_tensor,
                                            to_uint8)
 
 HERE = Path(__file__).resolve().parent
@@ -132,7 +133,7 @@ def load_run(run: Path) -> tuple:
     """(G, regressor, {ifg name: [1, D]}, pca dict, generator info)."""
     from safetensors.torch import load as st_load
 
-    from benchmarks.testbed.core.attributes import load_regressor
+    from gani.testbed.attributes import load_regressor
     from gani.models.stylegan2 import Generator
     from gani.safeload import load_torch_file
 
@@ -290,100 +291,6 @@ def method_table(init: str, cont: str = "wplus") -> dict:
     return table
 
 
-# ---------------------------------------------------------------------- edits
-class EditContext:
-    """Directions, σ_d, attribute std and the reference (generated-sample) effects."""
-
-    def __init__(self, G, reg, ifg: dict, pca: dict, n_ganspace: int, strength: float,
-                 n_pop: int, n_ref: int, min_ref_effect: float, min_consistency: float = 0.8):
-        self.reg, self.strength, self.min_ref = reg, strength, min_ref_effect
-        self.min_consistency = min_consistency
-        self.attributes = list(reg.attributes)
-        self.directions = {}
-        self.kind = {}
-        for name, d in ifg.items():
-            self.directions[name] = d.reshape(-1).float()
-            self.kind[name] = "interfacegan"
-        comp = pca["comp"]
-        for k in range(min(n_ganspace, comp.shape[0])):
-            self.directions[f"pc{k}"] = comp[k].reshape(-1).float()
-            self.kind[f"pc{k}"] = "ganspace"
-        w_pop = Dn.sample_w(G, n_pop, seed=2)                  # mapping only: cheap
-        self.sigmas = {n: Dn.direction_sigma(w_pop, d) for n, d in self.directions.items()}
-        self.label_std = reg.label_std.detach().clone()
-        L = G.n_latent
-        w_ref = Dn.sample_w(G, n_ref, seed=3)
-        # attribute std over generated samples: the reference samples themselves
-        self.attr_std = reg.predict(Dn.render_w(G, w_ref, batch=16)).std(0).clamp_min(1e-6)
-        w_ref = w_ref.unsqueeze(1).repeat(1, L, 1)
-        deltas = self.deltas(lambda w: G.synthesis(w, noise_mode="const"), w_ref)
-        self.reference = {n: v.mean(0) for n, v in deltas.items()}
-        self.target = {}
-        for n in self.directions:
-            if self.kind[n] == "interfacegan" and n in self.attributes:
-                self.target[n] = self.attributes.index(n)
-            else:
-                self.target[n] = int(self.reference[n].abs().argmax())
-        # sign consistency: the share of reference samples on which the edit moves its target
-        # attribute the way it does on average. Low for attributes that are not linear in W
-        # (hues: the direction walks round the colour circle), where a per-image ratio is
-        # meaningless.
-        self.consistency = {}
-        for n in self.directions:
-            t = self.target[n]
-            sign = torch.sign(self.reference[n][t])
-            self.consistency[n] = float((torch.sign(deltas[n][:, t]) == sign).float().mean())
-        self.reliable = {n: abs(float(self.reference[n][self.target[n]])) >= min_ref_effect
-                         and self.consistency[n] >= min_consistency for n in self.directions}
-
-    def deltas(self, render_fn, w):
-        return Dn.edit_deltas(self.reg, render_fn, w, self.directions, self.sigmas,
-                              self.strength, self.attr_std)
-
-    def assess(self, render_fn, w: torch.Tensor, start: dict | None = None) -> dict:
-        """Per direction preservation of one image (w [1, L, D]) + means over directions.
-        start: the same image's per_direction dict at the start latent with the untuned G;
-        then edit_vs_start = mean |Δ − Δ_start| over all attributes (what tuning changed)."""
-        d = self.deltas(render_fn, w)
-        per = {}
-        for n, v in d.items():
-            p = Dn.edit_preservation(v[0], self.reference[n], self.target[n])
-            p["delta"] = [round(float(x), 4) for x in v[0]]
-            if start is not None:
-                p["vs_start"] = float((v[0] - torch.tensor(start[n]["delta"])).abs().mean())
-            per[n] = p
-        out = {"per_direction": per}
-        for kind, key in (("interfacegan", ""), ("ganspace", "_gs")):
-            names = [n for n in per if self.kind[n] == kind and self.reliable[n]]
-            if not names:
-                continue
-            out["edit_ratio" + key] = _mean([per[n]["ratio"] for n in names])
-            out["edit_ratio_abs_err" + key] = _mean([abs(per[n]["ratio"] - 1) for n in names])
-            out["edit_leakage" + key] = _mean([per[n]["leakage"] for n in names])
-            out["edit_deviation" + key] = _mean([per[n]["deviation"] for n in names])
-            if start is not None:
-                out["edit_vs_start" + key] = _mean([per[n]["vs_start"] for n in names])
-        return out
-
-    def summary(self) -> dict:
-        return {"attributes": self.attributes, "strength_sigma": self.strength,
-                "min_ref_effect": self.min_ref, "min_consistency": self.min_consistency,
-                "directions": {n: {"kind": self.kind[n], "sigma": round(self.sigmas[n], 5),
-                                   "target": self.attributes[self.target[n]],
-                                   "reliable": self.reliable[n],
-                                   "sign_consistency": round(self.consistency[n], 3),
-                                   "reference_delta": [round(float(x), 4)
-                                                       for x in self.reference[n]]}
-                               for n in self.directions},
-                "reference_leakage_mean": _mean([
-                    float(torch.cat([self.reference[n][:self.target[n]],
-                                     self.reference[n][self.target[n] + 1:]]).abs().mean())
-                    for n in self.directions if self.kind[n] == "interfacegan"
-                    and self.reliable[n]]),
-                "attr_std_generated": [round(float(s), 4) for s in self.attr_std],
-                "label_std_train": [round(float(s), 4) for s in self.label_std]}
-
-
 # ---------------------------------------------------------------------- assessment
 @torch.no_grad()
 def assess(G, ctx: EditContext, targets_info, targets, results, pred_target,
@@ -412,10 +319,6 @@ def assess(G, ctx: EditContext, targets_info, targets, results, pred_target,
                               r.latent.unsqueeze(0).float(), start))
     return rows
 
-
-def _mean(xs):
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and not math.isfinite(x))]
-    return sum(xs) / len(xs) if xs else None
 
 
 def spread(values) -> dict:

@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.testbed.core.encoder import (EncoderConfig, EncoderTrainer, encode_images,
                                              load_encoder)
-from benchmarks.testbed.core.faces import render_split, save_grid, to_tensor, to_uint8
+from gani.testbed.faces import render_split, save_grid, to_tensor, to_uint8
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,7 +39,7 @@ def mean_delta_norm(w: torch.Tensor) -> float:
 
 
 def evaluate(G, run: Path, out: Path, n: int = 256) -> dict:
-    from benchmarks.testbed.core.directions import render_w, sample_w
+    from gani.testbed.directions import render_w, sample_w
 
     E, latent_avg, meta = load_encoder(run / "e4e_encoder.safetensors")
     size = meta["input_size"]

@@ -16,9 +16,12 @@ import torch
 from ..config.schema import ModelsSection
 from ..safeload import CheckpointLoadError
 from .registry import get_spec
-from .store import require
+from .store import require, require_verified
 
 DEMO = "demo"
+# the testbed's files that need a config file next to them (gani/testbed, issue 14)
+TESTBED_CONFIGS = {"testbed-generator": "testbed-generator-config",
+                   "testbed-e4e": "testbed-e4e-config"}
 
 
 def _refit(path: Path, what: str, load):
@@ -64,6 +67,17 @@ def build_generator(models: ModelsSection, data_dir: str | Path = "data",
         with torch.no_grad():
             latent_avg = G.mean_latent(4096, generator=torch.Generator().manual_seed(spec.seed))
         return G, latent_avg[0]
+    if spec.checkpoint in TESTBED_CONFIGS:
+        from ..testbed.load import load_generator
+
+        path = require_verified(spec.checkpoint, data_dir, profile)
+        cfg = require_verified(TESTBED_CONFIGS[spec.checkpoint], data_dir, profile)
+        G, latent_avg = _refit(path, "testbed generator", lambda: load_generator(path, cfg))
+        if G.size != spec.size:
+            raise CheckpointLoadError(
+                f"{path}: generator is {G.size} px but models.generator.size is {spec.size}; "
+                f"fix params.yaml")
+        return G, latent_avg
     path = require(spec.checkpoint, data_dir, profile)
     if get_spec(spec.checkpoint).kind == "encoder":  # the decoder inside an e4e file
         from ..models.e4e import load_e4e_checkpoint
@@ -100,6 +114,16 @@ def build_encoder(models: ModelsSection, G, data_dir: str | Path = "data",
         with torch.no_grad():
             avg = G.mean_latent(4096, generator=torch.Generator().manual_seed(spec.seed))
         return enc, avg.repeat(G.n_latent, 1)
+    if spec.checkpoint in TESTBED_CONFIGS:
+        from ..testbed.load import load_encoder
+
+        path = require_verified(spec.checkpoint, data_dir, profile)
+        cfg = require_verified(TESTBED_CONFIGS[spec.checkpoint], data_dir, profile)
+        enc, latent_avg = _refit(path, "testbed e4e", lambda: load_encoder(path, cfg))
+        if enc.n_styles != G.n_latent:
+            raise CheckpointLoadError(f"{path}: encoder has {enc.n_styles} styles, the "
+                                      f"generator {G.n_latent}")
+        return enc, latent_avg
     path = require(spec.checkpoint, data_dir, profile)
     enc, _, latent_avg = _refit(path, "e4e encoder", lambda: load_e4e_checkpoint(path))
     return enc.eval(), latent_avg

@@ -24,6 +24,18 @@ class CheckpointSpec:
     size: Optional[int] = None
     sha256: Optional[str] = None
     note: str = ""
+    packaged: Optional[str] = None  # path under the gani package when the file ships with it
+
+
+TESTBED = ("the testbed trained in this repository (benchmarks/testbed/README.md); ships "
+           "inside the gani package, gani/testbed/assets/")
+TESTBED_LICENCE = "this project's licence (trained here on procedural faces, no external data)"
+
+
+def _testbed(name: str, file: str, kind: str, size: int, sha256: str, note: str
+             ) -> CheckpointSpec:
+    return CheckpointSpec(name, file, kind, ("demo",), TESTBED, TESTBED_LICENCE, size=size,
+                          sha256=sha256, note=note, packaged=f"testbed/assets/{file}")
 
 
 REGISTRY: dict[str, CheckpointSpec] = {c.name: c for c in [
@@ -92,6 +104,29 @@ REGISTRY: dict[str, CheckpointSpec] = {c.name: c for c in [
         "also http://dlib.net/files/shape_predictor_68_face_landmarks.dat.bz2",
         "model trained on iBUG 300-W: non-commercial use only", size=99_693_937,
         sha256="fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f"),
+    # The trained testbed (issue 14): the demo profile's networks. Hashes are of the files
+    # committed with the code; a changed file is refused at load (exit status 3).
+    _testbed("testbed-generator", "g_ema.safetensors", "generator", 6_664_620,
+             "c9d94d7ac070e38a3345ee3348e6160e175f847017e7bbaf138d5de16415025a",
+             "32 px StyleGAN2 g_ema (98 kimg); its architecture is testbed-generator-config"),
+    _testbed("testbed-generator-config", "generator.json", "config", 169,
+             "9efa6fda2275bd37c34c960002e29db93dbd3220f08652f38cc5942f32d3be98",
+             "Generator(**json) of testbed-generator"),
+    _testbed("testbed-e4e", "e4e_encoder.safetensors", "encoder", 8_175_912,
+             "31fafc501639ac2746c0d477912f8d3e40c0bfa2654905bc06025600b330319b",
+             "e4e (width_div 8, reads 64 px) for testbed-generator; config testbed-e4e-config"),
+    _testbed("testbed-e4e-config", "e4e_encoder.json", "config", 256,
+             "9f67c2f104282c583c61ce08866d86e3b2d776de2d58d74affc7b38f8ed21f41",
+             "architecture and training record of testbed-e4e"),
+    _testbed("testbed-directions", "directions.pt", "directions", 15_541,
+             "73895d0975f32650aa8be2f0f964da2fdaf4eed0449223ae52ab2b867e2d0a55",
+             "InterFaceGAN-style unit directions in W, one per attribute ({name: [1, 256]})"),
+    _testbed("testbed-ganspace", "ganspace_pca.pt", "pca", 11_342,
+             "335e47082d51db03b4c83a07e6662fe6d74f270c344c13f8c812c3b4fb781b68",
+             "GANSpace PCA of testbed-generator's mapping (8 components)"),
+    _testbed("testbed-regressor", "regressor.pt", "regressor", 1_133_325,
+             "edfce14f81ab9c315112adf7f35019d8b92a35e6d39f193f0ba5be613534956a",
+             "attribute regressor (11 attributes, R² 0.88-0.999 held out); measures edits"),
 ]}
 
 

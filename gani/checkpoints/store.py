@@ -55,7 +55,10 @@ def _write_sums(data_dir: str | Path, sums: dict[str, str]) -> None:
 
 
 def _packaged_path(spec: CheckpointSpec) -> Optional[Path]:
-    """Files that ship inside installed packages (no download needed)."""
+    """Files that ship inside installed packages (no download needed): dlib's predictor in
+    face-recognition-models, the testbed inside gani itself (`spec.packaged`)."""
+    if spec.packaged:
+        return Path(__file__).resolve().parents[1] / spec.packaged
     if spec.name == "dlib_68":
         # Located without importing the package: its __init__ needs pkg_resources, which
         # recent setuptools no longer ships.
@@ -90,6 +93,19 @@ def require(name: str, data_dir: str | Path = "data", profile: str | None = None
         raise CheckpointMissingError(
             f"checkpoint {name!r}{who} is missing: expected "
             f"{checkpoint_dir(data_dir) / spec.file}. {how_to_get(spec)}")
+    return path
+
+
+def require_verified(name: str, data_dir: str | Path = "data",
+                     profile: str | None = None) -> Path:
+    """`require`, then the file's size and sha256 checked against the published (or
+    import-recorded) ones: CheckpointCorruptError when they differ. Used for the files the
+    demo loads at every run (small: hashing the testbed's ~16 MB takes a few ms)."""
+    path = require(name, data_dir, profile)
+    st = check(name, data_dir)
+    if st.state == "corrupt":
+        raise CheckpointCorruptError(f"checkpoint {name!r} at {path} is corrupt: {st.detail}. "
+                                     f"{how_to_get(st.spec)}")
     return path
 
 

@@ -126,6 +126,14 @@ class AlignSection(Section):
     max_pixels: Int = Field(100_000_000, ge=1024)
     max_bytes: Int = Field(256 * 2**20, ge=1024,
                            description="larger files are quarantined too_large unread")
+    max_decode_bytes: Int = Field(
+        384 * 2**20, ge=2**20,
+        description="decoded size (width x height x bands x bytes per sample, from the "
+                    "header) above which a file is quarantined too_large undecoded")
+    prealigned_max_side: Int = Field(
+        0, ge=0, description="images whose longer side is at most this many pixels are "
+        "already-aligned crops (the testbed's procedural faces): resized to output_size, "
+        "no landmarks; 0 = off")
 
 
 class EncodeSection(Section):
@@ -241,8 +249,23 @@ class TuneSection(Section):
 
 
 class InterFaceGANEdit(Section):
+    """A direction from a file (`file`: a [1, D] / [D] tensor) or from a registry
+    checkpoint holding {attribute: direction} (`checkpoint`, `key`: the entry, default
+    `name`). `unit: sigma` makes the grid's factors multiples of σ_d, the std of generated
+    W codes along the direction (comparable across directions); `latent`: raw w + s·d."""
+
     name: str
-    file: str
+    file: Optional[str] = None
+    checkpoint: Optional[str] = None
+    key: Optional[str] = None
+    unit: Literal["latent", "sigma"] = "latent"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "InterFaceGANEdit":
+        if (self.file is None) == (self.checkpoint is None):
+            raise ValueError("give exactly one of file (a direction file) or checkpoint "
+                             "(a registry name of a directions file)")
+        return self
 
 
 class GANSpaceEdit(Section):
@@ -268,6 +291,13 @@ class EditSection(Section):
     ganspace: list[GANSpaceEdit] = []
     pca_samples: Int = Field(10_000, ge=16)
     factors: list[Float] = Field([-3.0, 0.0, 3.0], min_length=1)
+    regressor: Optional[str] = Field(
+        None, description="attribute regressor (registry name): measures what each "
+        "InterFaceGAN edit does to every attribute of the tuned image and of generated "
+        "samples (edits.json, printed under the grid); null = not measured")
+    measure_strength: Float = Field(1.5, gt=0, description="the measured edit: ±this·σ_d")
+    reference_samples: Int = Field(64, ge=4, description="generated samples the edits' "
+                                   "reference effect is measured on (once per process)")
 
 
 class EvaluateSection(Section):

@@ -82,11 +82,12 @@ def render_edit_grid(G, wplus: torch.Tensor, edits, strengths: Sequence[float],
                      weight_deltas: Optional[Any] = None, *, tile_size: Optional[int] = None,
                      domain: Optional[str] = None, labels: bool = True,
                      mark_color: tuple[int, int, int] = (0, 200, 0),
-                     batch_size: int = 8) -> Image.Image:
+                     batch_size: int = 8, resample: Optional[int] = None) -> Image.Image:
     """Render rows = `edits`, columns = `strengths` (plus 0, the unedited image, framed).
 
     wplus: [1, N, D] or [N, D]. edits: list of `Edit`, (name, direction-tensor) or
-    (name, callable) pairs, or a {name: ...} dict of the same.
+    (name, callable) pairs, or a {name: ...} dict of the same. resample: the PIL filter
+    that brings tiles to `tile_size` (default Lanczos; NEAREST shows small outputs as they are).
     """
     w0 = wplus.unsqueeze(0) if wplus.dim() == 2 else wplus
     if w0.dim() != 3 or w0.shape[0] != 1:
@@ -128,7 +129,8 @@ def render_edit_grid(G, wplus: torch.Tensor, edits, strengths: Sequence[float],
     for r, (edit, imgs) in enumerate(zip(edit_list, rows)):
         for c, im in enumerate(imgs):
             if im.size != (tw, th):
-                im = im.resize((tw, th), Image.Resampling.LANCZOS)
+                im = im.resize((tw, th), Image.Resampling.LANCZOS if resample is None
+                               else resample)
             x0, y0 = c * tw, r * th
             grid.paste(im, (x0, y0))
             if c == zero_col:

@@ -57,7 +57,12 @@ def align_image(item: ImageItem, layout: Layout, settings: Settings) -> ImageIte
         img = load_image(data, min_side=cfg.min_side, max_pixels=cfg.max_pixels,
                          max_decode_bytes=cfg.max_decode_bytes)
         options = {}
-        if cfg.method == "ffhq":
+        method = cfg.method
+        if cfg.prealigned_max_side and max(img.size) <= cfg.prealigned_max_side:
+            # an already-aligned crop (the testbed's procedural faces): resized, no landmarks
+            method = "resize"
+            options = {"height": cfg.output_size, "width": cfg.output_size}
+        elif method == "ffhq":
             options = {"detector": cfg.detector, "output_size": cfg.output_size,
                        "transform_size": cfg.transform_size}
             if cfg.detector == "dlib":
@@ -67,8 +72,9 @@ def align_image(item: ImageItem, layout: Layout, settings: Settings) -> ImageIte
                 if sidecar is None:
                     raise MissingLandmarksError(f"no <name>.landmarks.json next to {item.rel!r}")
                 options["sidecar"] = sidecar
-        aligned = prepare_image(img, settings.domain, method=cfg.method, height=cfg.height,
-                                width=cfg.width, **options)
+        if method != "resize" or "height" not in options:
+            options.update(height=cfg.height, width=cfg.width)
+        aligned = prepare_image(img, settings.domain, method=method, **options)
     except BadImageError as exc:
         return mark(layout, item, STAGE, "quarantined", exc.reason, detail=str(exc)[:300])
     except LandmarkError as exc:

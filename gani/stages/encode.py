@@ -26,8 +26,11 @@ def initial_latents(rt: Runtime, settings: Settings, aligned: list) -> torch.Ten
     method = settings.encode.method
     if method == "e4e" and rt.encoder is not None:
         xs = []
+        # the encoder's input size: 256 (e4e), or what a small encoder was trained on (the
+        # testbed's reads 64 px: `input_size` on the module)
+        square = int(getattr(rt.encoder, "input_size", None) or ENCODER_SIZE)
         for img in aligned:
-            size = (img.height, img.width) if img.height != img.width else (ENCODER_SIZE,) * 2
+            size = (img.height, img.width) if img.height != img.width else (square,) * 2
             xs.append(image_to_tensor(img, size))
         x = torch.cat(xs).to(rt.device)
         with torch.no_grad():

@@ -17,7 +17,7 @@ from gani.config import Settings
 from gani.metrics import compute_metrics
 from gani.metrics.preprocess import tensor2im
 
-from .common import fresh, load_png, load_tensor, mark, png_bytes, propagate, side_by_side, upstream
+from .common import fresh, load_png, load_tensor, mark, png_bytes, propagate, upstream
 from .layout import Layout
 from .plan import ImageItem
 from .runtime import Runtime
@@ -87,13 +87,36 @@ def evaluate_image(item: ImageItem, layout: Layout, settings: Settings, rt: Runt
                               seconds=info.get("seconds"),
                               peak_mem_bytes=info.get("peak_mem_bytes"), **common)
     e4e_metrics = compute_metrics(aligned, e4e, **common)
-    compare = side_by_side([aligned, tensor2im(e4e[0]), tensor2im(recon[0])],
-                           ["input (aligned)", "e4e", settings.tune.method])
+    compare = compare_figure(aligned, tensor2im(e4e[0]), tensor2im(recon[0]), settings,
+                             info.get("steps"), metrics, e4e_metrics)
     layout.write(item.image_id, "compare", png_bytes(compare))
     layout.write(item.image_id, "metrics", _json(metrics))
     layout.write(item.image_id, "e4e_metrics", _json(e4e_metrics))
     item = mark(layout, item, STAGE, "done")
     return finalize(item, layout, "done")
+
+
+def compare_figure(aligned, start, recon, settings: Settings, steps: Optional[int],
+                   metrics: dict, e4e_metrics: dict):
+    """input | e4e start | tuned, labelled, small images upscaled (nearest); the method on
+    top, L2 and drift underneath."""
+    from .figures import labelled_row, panel_height, titled
+    from .tune import method_label
+
+    height = panel_height(max(aligned.height, recon.height), 256)
+    row = labelled_row([aligned, start, recon],
+                       ["input (aligned)", "e4e start", f"tuned ({settings.tune.method})"],
+                       height)
+
+    def num(d, k):
+        v = d.get(k)
+        return "n/a" if v is None else f"{v:.4f}"
+
+    foot = [f"L2 at {settings.evaluate.size} px: e4e start {num(e4e_metrics, 'l2')} -> tuned "
+            f"{num(metrics, 'l2')}; drift (locality L2 on {settings.evaluate.locality_n} "
+            f"random latents) {num(metrics, 'locality_l2')}"]
+    return titled(row, [f"{method_label(settings, steps)}; generator "
+                        f"{settings.models.generator.checkpoint} ({recon.width} px)"], foot)
 
 
 def _json(obj: dict) -> bytes:

@@ -9,8 +9,11 @@ One image's results sit in `<root>/<image_id>/`:
     tuned.safetensors  the compact tuning result (tune; only the latent for e4e / projection)
     recon.png          the tuned reconstruction (tune)
     tune.json          method, steps run, loss curve, seconds, peak memory (tune)
+    loss.png           the tuning loss curve, method and steps in its title (tune)
     edits.png          the edit grid rendered with the tuned generator (edit)
-    compare.png        aligned | e4e | tuned, side by side (evaluate)
+    edits.json         what each edit does to every attribute, measured by the attribute
+                       regressor, vs generated samples (edit; only with edit.regressor)
+    compare.png        aligned | e4e | tuned, labelled, method and L2 on it (evaluate)
     metrics.json       the metric keys (evaluate; docs/output-contract.md#metricsjson)
     e4e_metrics.json   the same metrics for the e4e reconstruction (evaluate)
     status.json        state done | quarantined | failed, reason, content key (last)
@@ -37,7 +40,9 @@ ARTIFACTS: dict[str, tuple[str, str]] = {
     "tuned": ("tune", "tuned.safetensors"),
     "recon": ("tune", "recon.png"),
     "tune_info": ("tune", "tune.json"),
+    "loss_curve": ("tune", "loss.png"),
     "edits": ("edit", "edits.png"),
+    "edit_effects": ("edit", "edits.json"),
     "compare": ("evaluate", "compare.png"),
     "metrics": ("evaluate", "metrics.json"),
     "e4e_metrics": ("evaluate", "e4e_metrics.json"),

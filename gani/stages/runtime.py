@@ -140,12 +140,14 @@ class Runtime:
 
     def _build_edits(self):
         from gani.editing.grid import ganspace_edit, interfacegan_edit
-        from gani.editing.interfacegan import load_direction
 
         edit = self.settings.edit
         edits = []
         for e in edit.interfacegan:
-            edits.append(interfacegan_edit(e.name, load_direction(e.file).to(self.device)))
+            d = self.direction(e).to(self.device)
+            if e.unit == "sigma":  # factors in σ_d: w + s·σ_d·d
+                d = d * self.direction_sigma(e.name, d)
+            edits.append(interfacegan_edit(e.name, d))
         if edit.ganspace:
             check_ganspace_edits(self.settings, self.pca, self.G.n_latent)
             pca = {k: v.to(self.device) if hasattr(v, "to") else v
@@ -157,6 +159,82 @@ class Runtime:
     @property
     def edits(self) -> list:
         return self._get("edits", self._build_edits)
+
+    # ------------------------------------------------------------------ edit measurement
+    def direction(self, e) -> torch.Tensor:
+        """An InterFaceGAN edit's direction [1, D] (or [L, D]) from its file or checkpoint."""
+        from gani.editing.interfacegan import load_direction
+
+        if e.file is not None:
+            return load_direction(e.file)
+        from gani.checkpoints.store import require_verified
+        from gani.testbed.load import load_directions
+
+        dirs = self._get(f"directions:{e.checkpoint}", lambda: load_directions(
+            require_verified(e.checkpoint, self.data_dir, self.settings.profile)))
+        key = e.key or e.name
+        if key not in dirs:
+            raise KeyError(f"edit {e.name!r}: {e.checkpoint} has no direction {key!r} "
+                           f"(it has {', '.join(sorted(dirs))})")
+        return dirs[key]
+
+    def _population_w(self) -> torch.Tensor:
+        from gani.testbed.directions import sample_w
+
+        return sample_w(self.G, 2000, seed=2).cpu()
+
+    def direction_sigma(self, name: str, d: torch.Tensor) -> float:
+        """σ_d: the std of 2 000 generated W codes (seed 2) along the unit direction d."""
+        from gani.testbed.directions import direction_sigma
+
+        w = self._get("population_w", self._population_w)
+        return direction_sigma(w, d.reshape(-1).cpu())
+
+    def _build_regressor(self):
+        edit = self.settings.edit
+        if not edit.regressor:
+            return None
+        from gani.checkpoints.build import _refit
+        from gani.checkpoints.store import require_verified
+        from gani.testbed.attributes import load_regressor
+
+        path = require_verified(edit.regressor, self.data_dir, self.settings.profile)
+        return _refit(path, "attribute regressor", lambda: load_regressor(path))
+
+    @property
+    def regressor(self):
+        """The attribute regressor of `edit.regressor` (CPU, eval), or None."""
+        return self._get("regressor", self._build_regressor)
+
+    def _build_edit_context(self):
+        """Directions of the InterFaceGAN edits that name an attribute the regressor reads,
+        their σ_d and reference effect on `edit.reference_samples` generated samples."""
+        reg = self.regressor
+        if reg is None:
+            return None
+        from gani.testbed.edits import EditContext
+
+        edit = self.settings.edit
+        ifg = {}
+        for e in edit.interfacegan:
+            attr = e.key or e.name
+            if attr in reg.attributes:
+                ifg[attr] = self.direction(e).reshape(-1).float().cpu()
+        if not ifg:
+            return None
+        G = self.G
+        cpu_G = G if self.device.type == "cpu" else None
+        if cpu_G is None:
+            import copy
+
+            cpu_G = copy.deepcopy(G).cpu()
+        empty = {"comp": torch.zeros(0, 1, G.style_dim)}
+        return EditContext(cpu_G, reg, ifg, empty, 0, edit.measure_strength, 2000,
+                           edit.reference_samples, min_ref_effect=0.15, min_consistency=0.8)
+
+    @property
+    def edit_context(self):
+        return self._get("edit_context", self._build_edit_context)
 
 
 def check_ganspace_edits(settings: Settings, pca: dict, n_latent: int) -> None:

@@ -180,6 +180,28 @@ def tune_batch(items: list[ImageItem], layout: Layout, settings: Settings, rt: R
     return [out[i.image_id] for i in items]
 
 
+def method_label(settings: Settings, steps: Optional[int] = None) -> str:
+    """The tuning method in words, as written on the pictures."""
+    from gani.tuning.api import steps_of
+
+    t = settings.tune
+    steps = steps_of(t.method, t) if steps is None else steps
+    if t.method == "gani":
+        return f"GANI, {steps} steps, module lr {t.optimizer.lr:g} ({t.optimizer.name})"
+    if t.method == "pti":
+        return f"PTI, {steps} steps, lr {t.pti.lr:g}"
+    if t.method == "e4e":
+        return "e4e only (no tuning)"
+    return f"{t.method}, {steps} steps"
+
+
+def loss_figure(info: dict, settings: Settings) -> Image.Image:
+    from .figures import loss_curve
+
+    return loss_curve(info["loss_curve"], f"tuning loss: {method_label(settings, info['steps'])}",
+                      parts=info.get("parts"), steps=info["steps"])
+
+
 def _reason(res) -> str:
     """The failed image's reason: the tuner's own (out_of_memory), else a numerical stop."""
     if getattr(res, "reason", None):
@@ -207,5 +229,6 @@ def _write_result(item: ImageItem, res, target: torch.Tensor, layout: Layout,
             "seconds": float(res.seconds), "peak_mem_bytes": peak_mem,
             "peak_mem_scope": "batch", "batch_size": settings.tune.batch_size}
     layout.write(item.image_id, "tune_info", json.dumps(info, indent=2).encode())
+    layout.write(item.image_id, "loss_curve", png_bytes(loss_figure(info, settings)))
     _remember(layout, item, res)
     return mark(layout, item, STAGE, "done", method=res.method)

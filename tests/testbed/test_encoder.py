@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.testbed.core import faces as Fc
+from gani.testbed import faces as Fc
 from benchmarks.testbed.core.encoder import (EncoderConfig, EncoderTrainer, delta_mask, encode,
                                              encode_images, load_encoder)
 from gani.models.e4e import e4e_checkpoint, load_e4e_checkpoint

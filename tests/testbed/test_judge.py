@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks.testbed import judge as J
-from benchmarks.testbed.core import directions as Dn
+from gani.testbed import directions as Dn
 
 torch.set_num_threads(1)
 
@@ -59,8 +59,8 @@ def test_spread_ci():
 def tiny_run(tmp_path_factory):
     from safetensors.torch import save_file
 
-    from benchmarks.testbed.core import faces as Fc
-    from benchmarks.testbed.core.attributes import save_regressor, train_regressor
+    from gani.testbed import faces as Fc
+    from gani.testbed.attributes import save_regressor, train_regressor
     from gani.models.stylegan2 import Generator
 
     run = tmp_path_factory.mktemp("run")

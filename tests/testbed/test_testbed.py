@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.testbed.core import faces as Fc
-from benchmarks.testbed.core.attributes import evaluate_regressor, train_regressor
-from benchmarks.testbed.core.directions import fit_interfacegan
+from gani.testbed import faces as Fc
+from gani.testbed.attributes import evaluate_regressor, train_regressor
+from gani.testbed.directions import fit_interfacegan
 from benchmarks.testbed.core.discriminator import Discriminator
 from benchmarks.testbed.core.sanity import frechet_distance
 

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from gani.io import write_bytes, write_json
 from gani.models.e4e import E4EEncoder
-from .faces import render_split, to_tensor
+from gani.testbed.encoder import encode, encode_images, encoder_input, load_encoder  # noqa: F401
+from gani.testbed.faces import render_split, to_tensor
 
 
 @dataclass
@@ -51,28 +52,11 @@ class EncoderConfig:
     seed: int = 0
 
 
-def encoder_input(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Images [B, 3, h, w] in [−1, 1] → the encoder's input size (bilinear)."""
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-
-
 def delta_mask(step: int, n_styles: int, every: int) -> torch.Tensor:
     """[n_styles] of 0/1: entry i's delta is active from step i · every on (entry 0 has none)."""
     if every <= 0:
         return torch.ones(n_styles)
     return (torch.arange(n_styles) * every <= step).float()
-
-
-def encode(E: E4EEncoder, latent_avg: torch.Tensor, x: torch.Tensor, input_size: int,
-           mask: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(W+ [B, L, D], deltas [B, L, D]); masked deltas are dropped (ŵ_i = ŵ_0)."""
-    w = E(encoder_input(x, input_size))
-    deltas = w - w[:, :1]
-    if mask is not None:
-        deltas = deltas * mask.to(w)[None, :, None]
-    return w[:, :1] + deltas + latent_avg.to(w), deltas
 
 
 class EncoderTrainer:
@@ -168,28 +152,3 @@ def save_encoder(E: E4EEncoder, latent_avg: torch.Tensor, cfg: EncoderConfig, pa
     write_json(str(path.with_suffix(".json")), {
         "n_styles": E.n_styles, "style_dim": E.style_dim, **dataclasses.asdict(cfg),
         **(extra or {})})
-
-
-def load_encoder(path: Path) -> tuple[E4EEncoder, torch.Tensor, dict]:
-    """(encoder in eval mode, latent_avg [L, D], its JSON config) from save_encoder's files;
-    the config gets ``sha256`` of the weights file, hashed from the bytes that were loaded."""
-    from safetensors.torch import load
-
-    path = Path(path)
-    meta = json.loads(path.with_suffix(".json").read_text())
-    raw = path.read_bytes()
-    meta["sha256"] = hashlib.sha256(raw).hexdigest()
-    sd = load(raw)
-    E = E4EEncoder(n_styles=meta["n_styles"], style_dim=meta["style_dim"],
-                   width_div=meta["width_div"])
-    E.load_state_dict({k[len("encoder."):]: v for k, v in sd.items()
-                       if k.startswith("encoder.")}, strict=True)
-    return E.eval().requires_grad_(False), sd["latent_avg"], meta
-
-
-@torch.no_grad()
-def encode_images(E: E4EEncoder, latent_avg: torch.Tensor, x: torch.Tensor, input_size: int,
-                  batch: int = 64) -> torch.Tensor:
-    """W+ codes [N, L, D] of images [N, 3, H, W] in [−1, 1] (all deltas active)."""
-    return torch.cat([encode(E, latent_avg, x[i:i + batch], input_size)[0]
-                      for i in range(0, x.shape[0], batch)])

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from gani.io import write_bytes
 from .discriminator import Discriminator
-from .faces import render_split, save_grid, to_tensor, to_uint8
+from gani.testbed.faces import render_split, save_grid, to_tensor, to_uint8
 
 
 @dataclass

@@ -7,7 +7,7 @@ held-out R² per attribute: 1 − SSE/SST on the test split, where 0 is chance (
 mean) and 1 is perfect.
 
 Its 128-d penultimate features (global-average-pooled last conv) also serve as the feature
-space of the testbed's Fréchet distance (``benchmarks.testbed.core.sanity``).
+space of the testbed's Fréchet distance (the benchmarks' sanity figure, ``benchmarks/testbed/core/sanity.py``).
 """
 from __future__ import annotations
 

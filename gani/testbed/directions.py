@@ -14,7 +14,7 @@ attributes with the regressor and report the mean change of each attribute per u
 units of that attribute's std over the generated population. A specific edit has a large
 entry for its target and small ones elsewhere; ``specificity`` = |Δ target| / mean |Δ others|.
 
-Edits of inverted images (``benchmarks.testbed.judge``): ``edit_deltas`` is the same
+Edits of inverted images (``gani.testbed.edits``, the demo and ``benchmarks/testbed/judge.py``): ``edit_deltas`` is the same
 measurement per sample for any renderer (a tuned generator at an inverted latent), with σ_d
 given (``direction_sigma`` of a population); ``edit_preservation`` compares one image's Δ with
 the reference Δ on generated samples: target ratio, leakage, deviation.

@@ -7,9 +7,12 @@
 Exit status:
     0  the run finished and every image is done or quarantined (a quarantined file is a bad
        input, recorded with its reason in summary.json; not a failure of the run)
-    1  anything else (an unexpected error)
-    2  bad usage or configuration (unknown profile, invalid parameter, missing input,
-       credentials in a URI: INPUT/--out or tracking.uri; they belong in the environment)
+    1  anything else: a storage fault that stopped the run (disk full, read-only store: one
+       line `storage error: ...`) or an unexpected error (one line; GANI_TRACEBACK=1 for the
+       traceback)
+    2  bad usage or configuration (unknown profile, invalid parameter, missing input, INPUT
+       a file rather than a folder / prefix, a bad output root, credentials in a URI:
+       INPUT/--out or tracking.uri; they belong in the environment)
     3  a checkpoint is missing, corrupt, unsafe (a pickle with code) or does not fit the
        configured architecture; nothing was processed
     4  the run finished but one or more images failed (summary.json `failed`; a re-run
@@ -18,11 +21,16 @@ Exit status:
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_CHECKPOINT, EXIT_FAILED = 0, 1, 2, 3, 4
+# an OSError that stops a run because the output store cannot take writes: one line, exit 1
+STORAGE_ERRNOS = frozenset(getattr(errno, n) for n in (
+    "ENOSPC", "EDQUOT", "EROFS", "EFBIG", "EACCES", "EPERM", "EIO") if hasattr(errno, n))
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_profile: str | None) -> None:
@@ -128,6 +136,9 @@ def exit_status(summary: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Prefect's console log (progress, task states) goes to stdout: stderr carries only
+    # the run's error lines, one per problem (docs/output-contract.md#exit-status)
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM", "ext://sys.stdout")
     from gani.checkpoints import (CheckpointCorruptError, CheckpointLoadError,
                                   CheckpointMissingError)
     from gani.config import ConfigError
@@ -143,9 +154,35 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointMissingError, CheckpointCorruptError, CheckpointLoadError) as exc:
         print(f"checkpoint error: {redact_text(exc)}", file=sys.stderr)
         return EXIT_CHECKPOINT
-    except (FileNotFoundError, KeyError) as exc:
-        print(f"error: {redact_text(exc)}", file=sys.stderr)
+    except (FileNotFoundError, NotADirectoryError, KeyError) as exc:
+        print(f"error: {_one_line(redact_text(exc))}", file=sys.stderr)
         return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("interrupted; a re-run redoes what is unfinished", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if exc.errno not in STORAGE_ERRNOS:
+            return _unexpected(exc, redact_text)
+        print(f"storage error: {_one_line(redact_text(f'{exc}'))}; the run stopped (a re-run "
+              f"redoes what is unfinished)", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback (GANI_TRACEBACK=1)
+        return _unexpected(exc, redact_text)
+
+
+def _one_line(text: object, limit: int = 400) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    line = " / ".join(lines)
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def _unexpected(exc: BaseException, redact_text) -> int:
+    """Exit 1 with one line on stderr; GANI_TRACEBACK=1 re-raises (the full traceback)."""
+    if os.environ.get("GANI_TRACEBACK", "") not in ("", "0"):
+        raise exc
+    print(f"unexpected error: {_one_line(redact_text(f'{type(exc).__name__}: {exc}'))} "
+          f"(GANI_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ from prefect import flow  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from gani import io  # noqa: E402
-from gani.config import Settings, check_uris, load_settings, resolve  # noqa: E402
+from gani.config import (ConfigError, Settings, check_uris, load_settings,  # noqa: E402
+                         resolve)
 from gani.redact import install_log_redaction, redact_uri  # noqa: E402
 from gani.stages import ImageItem, Layout, get_runtime, shards  # noqa: E402
 from gani.stages.plan import check_output_root, result_hash  # noqa: E402
@@ -76,6 +77,15 @@ def dataset_name_of(input_uri: str) -> str:
 
 def _runner(settings: Settings) -> ThreadPoolTaskRunner:
     return ThreadPoolTaskRunner(max_workers=settings.orchestration.max_concurrency)
+
+
+def _is_file(uri: str) -> bool:
+    """True when `uri` names one file (a local file or an S3 object), not a folder/prefix."""
+    try:
+        fs, path = io.filesystem(uri)
+        return bool(fs.isfile(path))
+    except Exception:  # noqa: BLE001 - the listing will say what is wrong
+        return False
 
 
 def _check_runtime(settings: Settings, data_dir: str) -> None:
@@ -283,6 +293,10 @@ def run_invert(input_uri: str, output_uri: str, settings: Settings,
     check_uris(input_uri=input_uri, output_uri=output_uri)
     if not io.exists(input_uri):
         raise FileNotFoundError(f"input not found: {redact_uri(input_uri)}")
+    if _is_file(input_uri):
+        raise ConfigError(f"INPUT {redact_uri(input_uri)!r} is a file: give the folder (or "
+                          f"s3:// prefix) that holds the images; for one image, a folder "
+                          f"with that image")
     check_output_root(input_uri, output_uri)
     _check_runtime(settings, data_dir)
     with cpu_threads(settings):

@@ -23,9 +23,13 @@ TRANSIENT_MODULES = ("botocore", "aiobotocore", "boto3", "urllib3", "requests", 
                      "s3fs", "http", "socket", "ssl")
 # an OSError with one of these errnos is a request the store refused (s3fs turns S3's 4xx
 # codes into them: InvalidArgument, KeyTooLongError, EntityTooLarge, MethodNotAllowed, ...)
+# or a store that cannot take writes (disk full, quota, read-only): the image fails
+# `storage_error` at once instead of waiting out the retries
 PERMANENT_ERRNOS = frozenset(getattr(errno, n) for n in (
     "EINVAL", "ENAMETOOLONG", "EMSGSIZE", "ENOSYS", "EPERM", "EACCES", "EROFS", "EEXIST",
-    "EISDIR", "ENOTDIR") if hasattr(errno, n))
+    "EISDIR", "ENOTDIR",
+    # a full or read-only disk, a quota: a retry seconds later writes into the same wall
+    "ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n))
 # botocore errors that are configuration, not weather: retrying cannot help
 PERMANENT_BOTOCORE = ("NoCredentialsError", "PartialCredentialsError", "NoRegionError",
                       "ParamValidationError", "UnknownServiceError", "ProfileNotFound",

@@ -156,29 +156,17 @@ def _flow_run_id() -> str:
 def _run_shards_as_deployments(groups: list[list[ImageItem]], input_uri: str,
                                output_uri: str, s: Settings, parent_run_id: Optional[str],
                                data_dir: str, shard_deployment: str) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
+    """One run of `shard_deployment` per shard, watched and relaunched when lost
+    (`flows.shards`)."""
+    from flows.shards import run_shards_as_deployments
 
-    runs = []
-    for k, group in enumerate(groups):
-        run = run_deployment(
-            shard_deployment, timeout=0, flow_run_name=f"shard-{k + 1}-of-{len(groups)}",
-            parameters={"input_uri": input_uri, "output_uri": output_uri,
-                        "settings": s.model_dump(mode="json"),
-                        "items": [i.model_dump(mode="json") for i in group],
-                        "parent_run_id": parent_run_id,
-                        "data_dir": data_dir, "label": f"shard {k + 1}/{len(groups)} "})
-        runs.append(run.id)
-    print(f"launched {len(runs)} shard runs of {shard_deployment}; waiting for them")
-    pending = set(runs)
-    with get_client(sync_client=True) as client:
-        while pending:
-            time.sleep(5)
-            for rid in list(pending):
-                fr = client.read_flow_run(rid)
-                if fr.state is not None and fr.state.is_final():
-                    pending.discard(rid)
-                    print(f"shard run {fr.name}: {fr.state.name}")
+    run_shards_as_deployments(
+        [{"input_uri": input_uri, "output_uri": output_uri,
+          "settings": s.model_dump(mode="json"),
+          "items": [i.model_dump(mode="json") for i in group],
+          "parent_run_id": parent_run_id, "data_dir": data_dir,
+          "label": f"shard {k + 1}/{len(groups)} "} for k, group in enumerate(groups)],
+        shard_deployment, s)
 
 
 def _run_shards(groups: list[list[ImageItem]], input_uri: str, output_uri: str,

@@ -343,6 +343,13 @@ class OrchestrationSection(Section):
     gpu_slots: Int = Field(1, ge=1)
     use_gpu_limit: bool = False
     shard_size: Int = Field(200, ge=1)
+    shard_relaunches: Int = Field(
+        2, ge=0, le=20, description="times a night relaunches a shard deployment run that "
+        "was lost (Crashed: its worker died; Failed) before giving up on its images")
+    shard_lost_after: Int = Field(
+        600, ge=45, le=86400, description="seconds without a heartbeat after which a shard "
+        "run counts as lost (the Prefect automation marks it Crashed); must exceed the "
+        "workers' PREFECT_FLOWS_HEARTBEAT_FREQUENCY (default 180)")
     retries: Int = Field(3, ge=0, le=20)
     retry_delay_seconds: Float = Field(5.0, ge=0, le=3600)
 

@@ -203,9 +203,8 @@ def test_night_survives_a_lost_worker(pg, moto_s3, s3_bucket, tmp_path, shrink, 
         wait_http(f"{api}/health", 180, server, "prefect server",
                   lambda: svc.log("prefect-server"))
         note("prefect server up (PostgreSQL)")
-        run_cli(env, prefect, "work-pool", "create", "gpu", "--type", "process")
-        run_cli(env, prefect, "--no-prompt", "deploy", "--all")
-        run_cli(env, prefect, "deployment", "schedule", "pause", "--all")
+        run_cli(env, "sh", "-c", f"{prefect} work-pool create gpu --type process && "
+                                 f"{prefect} --no-prompt deploy --all")
         wait_http(f"http://127.0.0.1:{mport}/health", 180, mlflow, "mlflow server",
                   lambda: svc.log("mlflow-server"))
         tracking = f"http://127.0.0.1:{mport}"
@@ -220,20 +219,22 @@ def test_night_survives_a_lost_worker(pg, moto_s3, s3_bucket, tmp_path, shrink, 
         params = {"input_uri": f"s3://{s3_bucket}/photos", "output_uri": out,
                   "dataset_name": DATASET, "settings": settings.model_dump(mode="json"),
                   "overrides": []}
-        created = run_cli(env, prefect, "deployment", "run", "gani-invert/nightly", "--params",
-                          json.dumps(params))
-        night_id = [ln.split()[-1] for ln in created.splitlines() if "UUID" in ln][0]
-
         wenv = {"PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "2",
                 "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT)}
         workers = {}
-        w1 = svc.start("worker-a", [prefect, "worker", "start", "--pool", "gpu", "--name",
-                                    "worker-a", "--limit", "2"], wenv)
-        workers["worker-a"] = w1.pid
-        note("worker-a started (limit 2); nightly run created")
-
         with temporary_settings(updates={PREFECT_API_URL: api}), \
                 get_client(sync_client=True) as client:
+            # the 02:00 schedule must not fire inside the test; then a run of the night now
+            nightly = client.read_deployment_by_name("gani-invert/nightly")
+            for sched in client.read_deployment_schedules(nightly.id):
+                client.update_deployment_schedule(nightly.id, sched.id, active=False)
+            night_id = str(client.create_flow_run_from_deployment(
+                nightly.id, parameters=params).id)
+            # worker-a: the night + 2 shards at once; worker-b: 2 shards
+            w1 = svc.start("worker-a", [prefect, "worker", "start", "--pool", "gpu", "--name",
+                                        "worker-a", "--limit", "3"], wenv)
+            workers["worker-a"] = w1.pid
+            note("nightly run created; worker-a started (limit 3)")
             # the night starts on worker-a; worker-b joins, so both take shards
             end = time.monotonic() + 180
             while client.read_flow_run(night_id).state.type.value != "RUNNING":
@@ -331,8 +332,8 @@ def test_night_survives_a_lost_worker(pg, moto_s3, s3_bucket, tmp_path, shrink, 
         assert lost_in_mlflow(m) == 0, {k: m[k] for k in ("missing", "duplicated", "stray",
                                                            "wrong", "running", "problems")}
         assert m["parent"].info.run_id == summary["mlflow_run_id"]
-        mc = MlflowClient(tracking)            # the lost shard's children: artifacts parse
-        bad = [b for i in lost["ids"]
+        mc = MlflowClient(tracking)   # children of the lost shard (first and last): artifacts
+        bad = [b for i in (lost["ids"][0], lost["ids"][-1])
                for b in _audit_child_artifacts(mc, m["children"][i][0].info.run_id, local)]
         assert bad == []
         data_lost = lost_on_disk(a) + lost_in_mlflow(m)
@@ -345,10 +346,12 @@ def test_night_survives_a_lost_worker(pg, moto_s3, s3_bucket, tmp_path, shrink, 
 
     wall = time.monotonic() - t_start
     where = {r["name"]: r["worker"] for r in seen.values()}
+    crashed = sorted(r["name"] for r in seen.values() if r["states"][-1] == "CRASHED")
+    print(f"test wall time {wall:.0f} s")
     reliability.from_summary(
         "multi-worker", "SIGKILL of a worker mid-shard: 2 process workers, Prefect + MLflow "
         "on PostgreSQL, S3 (moto)", summary, faults_injected=1, faults_survived=1,
         data_lost=data_lost,
         note=f"{len(where)} shard runs: " + ", ".join(f"{n}@{w}" for n, w in sorted(
-            where.items())) + f"; {lost['name']} Crashed (no heartbeat for {LOST_AFTER} s), "
-        f"relaunched on worker-a; {wall:.0f} s")
+            where.items())) + f"; killed mid {lost['name']}; Crashed (no heartbeat for "
+        f"{LOST_AFTER} s) and relaunched on worker-a: {', '.join(crashed)}; {wall:.0f} s")

@@ -107,12 +107,15 @@ def _run(args: argparse.Namespace) -> int:
 
     _check_uris(args)
     settings = load_settings(args.params, args.profile, args.overrides)
-    from flows.invert import run_demo, run_invert
+    from cli.server import temporary_server
 
-    if args.command == "demo":
-        summary = run_demo(settings, output_uri=args.out)
-    else:
-        summary = run_invert(args.input, args.out, settings, dataset_name=args.dataset)
+    with temporary_server():     # none outlives this process (cli/server.py)
+        from flows.invert import run_demo, run_invert
+
+        if args.command == "demo":
+            summary = run_demo(settings, output_uri=args.out)
+        else:
+            summary = run_invert(args.input, args.out, settings, dataset_name=args.dataset)
     shown = {k: summary[k] for k in ("counts", "output", "tracking", "tracking_failed",
                                      "tracking_error")
              if k in summary}
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM", "ext://sys.stdout")
     from gani.checkpoints import (CheckpointCorruptError, CheckpointLoadError,
                                   CheckpointMissingError)
+    from cli.server import ServerStartError, Terminated
     from gani.config import ConfigError
     from gani.redact import redact_text
 
@@ -157,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, NotADirectoryError, KeyError) as exc:
         print(f"error: {_one_line(redact_text(exc))}", file=sys.stderr)
         return EXIT_CONFIG
+    except ServerStartError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("interrupted; a re-run redoes what is unfinished", file=sys.stderr)
         return 130
@@ -168,6 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - one line, not a traceback (GANI_TRACEBACK=1)
         return _unexpected(exc, redact_text)
+    except BaseException as exc:
+        # SIGTERM: ours (cli/server.py) or Prefect's flow engine's (TerminationSignal, after
+        # it marked the flow run crashed). The temporary server is stopped by now; task
+        # threads cannot be interrupted and every write is atomic: end now, as a kill would
+        if not (isinstance(exc, Terminated) or type(exc).__name__ == "TerminationSignal"):
+            raise
+        print("terminated (SIGTERM); a re-run redoes what is unfinished", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(143)
 
 
 def _one_line(text: object, limit: int = 400) -> str:

@@ -1,6 +1,7 @@
 """The `gani` command line (docs/pipeline.md, "Run it" and "Exit status").
 
-    gani demo                                  the whole DAG on bundled demo data (demo profile)
+    gani demo                                  the whole DAG on bundled demo data (demo profile:
+                                               the trained testbed)
     gani invert INPUT --out OUTPUT [--profile P] [--set key=value ...]
     gani checkpoints list | verify | import PATH...
 
@@ -35,7 +36,8 @@ STORAGE_ERRNOS = frozenset(getattr(errno, n) for n in (
 
 def _add_run_options(p: argparse.ArgumentParser, default_profile: str | None) -> None:
     p.add_argument("--profile", default=default_profile,
-                   help="domain profile from params.yaml (ffhq, cars, church, horse, afhq_wild, demo)")
+                   help="domain profile from params.yaml (ffhq, cars, church, horse, afhq_wild, "
+                        "demo: the trained testbed, demo_random: random networks)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one parameter, e.g. --set tune.steps=50 (repeatable)")
     p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")

@@ -321,6 +321,6 @@ def run_demo(settings: Optional[Settings] = None, output_uri: str = "outputs/dem
     summary = run_invert(dataset_dir, output_uri, settings, dataset_name="demo",
                          data_dir=data_dir)
     print(report(summary, settings, time.perf_counter() - t0))
-    return summary
     if not io.is_remote(output_uri):
         print(demo_table(demo_rows(output_uri)))
+    return summary

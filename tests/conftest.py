@@ -7,7 +7,8 @@
 - `prefect_api`: an isolated Prefect API (prefect_test_harness: temporary SQLite-backed
   server) for the session, with PREFECT_HOME in a temp folder.
 - `mlflow_sqlite`: a tracking URI `sqlite:///<tmp>/mlflow.db` (artifacts under <tmp>).
-- `tiny_settings`: the demo profile shrunk to run in seconds on 2 CPU cores.
+- `tiny_settings`: the random-network profile (demo_random) shrunk to run in seconds on 2 CPU
+  cores (the demo profile runs the trained testbed: tests/pipeline/test_demo.py).
 - `tiny_g`: a tiny stand-in generator (tests/tiny_generator.py) for editing and metrics.
 """
 from __future__ import annotations
@@ -77,7 +78,8 @@ def mlflow_sqlite(tmp_path, monkeypatch):
 
 
 def shrink(settings, **extra):
-    """The demo profile, smaller still (tests): 32-px generator, 2 steps, small PCA."""
+    """The random-network profile (demo_random), smaller still (tests): 32-px generator,
+    2 steps, small PCA."""
     from gani.config import resolve
 
     dump = settings.model_dump(mode="json")
@@ -102,7 +104,7 @@ def shrink_fixture():
 def tiny_settings():
     from gani.config import load_settings
 
-    return shrink(load_settings(ROOT / "params.yaml", "demo"))
+    return shrink(load_settings(ROOT / "params.yaml", "demo_random"))
 
 
 @pytest.fixture

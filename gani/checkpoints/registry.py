@@ -127,6 +127,10 @@ REGISTRY: dict[str, CheckpointSpec] = {c.name: c for c in [
     _testbed("testbed-regressor", "regressor.pt", "regressor", 1_133_325,
              "edfce14f81ab9c315112adf7f35019d8b92a35e6d39f193f0ba5be613534956a",
              "attribute regressor (11 attributes, R² 0.88-0.999 held out); measures edits"),
+    _testbed("testbed-edit-reference", "edit_reference.pt", "reference", 15_145,
+             "7a6c3d83134c0f3eb37f7b8736a9bac6782f1216b86bdfb0ed9babecc81cd83e",
+             "each direction's effect on 64 generated samples, read by testbed-regressor "
+             "(python -m benchmarks.testbed.edit_reference)"),
 ]}
 
 

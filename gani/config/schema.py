@@ -298,6 +298,9 @@ class EditSection(Section):
     measure_strength: Float = Field(1.5, gt=0, description="the measured edit: ±this·σ_d")
     reference_samples: Int = Field(64, ge=4, description="generated samples the edits' "
                                    "reference effect is measured on (once per process)")
+    reference: Optional[str] = Field(
+        None, description="the edits' reference effect measured once and stored (registry "
+        "name, e.g. testbed-edit-reference); null = measured at start on reference_samples")
 
 
 class EvaluateSection(Section):

@@ -35,8 +35,7 @@ from gani import io
 DEMO_FILES = ("astronaut.png", "astronaut_mirrored.jpg", "astronaut_tilted.png",
               "broken.jpg", "chelsea.png")
 # (split, index) of the procedural faces of the testbed demo, and their size / seed
-DEMO_FACES = (("test", 0), ("test", 1), ("test", 2), ("test", 3), ("shifted", 0),
-              ("shifted", 1))
+DEMO_FACES = (("test", 0), ("test", 1), ("test", 2), ("shifted", 0), ("shifted", 1))
 FACE_SIZE = 32
 FACE_SEED = 0
 NOT_AN_IMAGE = b"These are notes, not a picture: the pipeline quarantines this file.\n"

@@ -58,7 +58,7 @@ def edit_image(item: ImageItem, layout: Layout, settings: Settings, rt: Runtime)
     if effects is not None:
         grid = titled(grid, [f"Edits rendered with the tuned generator ({method_label(settings)})",
                              f"columns: strength {', '.join(f'{f:+g}' for f in settings.edit.factors)}"
-                             f" {'σ_d' if _sigma_units(settings) else ''} (0 = the "
+                             f" {'x sd' if _sigma_units(settings) else ''} (0 = the "
                              f"reconstruction, framed)"],
                       effects_lines(effects))
         layout.write(item.image_id, "edit_effects",
@@ -125,16 +125,18 @@ def _largest_other(delta: list, t: int, attrs: list) -> dict:
 
 def effects_lines(effects: dict) -> list[str]:
     """The measurement in words, one line per edit, printed under the grid."""
-    lines = [f"Measured by the attribute regressor, edit ±{effects['strength_sigma']:g}σ_d: "
-             f"change per σ_d of the edited attribute (in its std over generated samples); "
-             f"ratio = on this inversion / on generated samples (1 = edits as on samples)"]
+    # ASCII only: Pillow's default font has no σ or Δ ("sd" = σ_d, the std of generated
+    # W codes along the direction)
+    lines = [f"Measured by the attribute regressor, edits of +-{effects['strength_sigma']:g} sd: "
+             f"change per sd of each attribute, in its std over generated samples; "
+             f"ratio = on this inversion / on generated samples (1 = edits work as on samples)"]
     for name, e in effects["edits"].items():
         lo = e["largest_other"]
         note = "" if e["reliable"] else " [not in the mean: effect small or not linear in W]"
         lines.append(
             f"{name}: {e['attribute']} {e['delta']:+.2f} (samples {e['reference']:+.2f}, "
-            f"ratio {_fmt(e['ratio'])}, start {_fmt(e['ratio_start'])}); others mean "
-            f"|Δ| {e['leakage']:.2f} (samples {e['ref_leakage']:.2f}), largest "
+            f"ratio {_fmt(e['ratio'])}, e4e start {_fmt(e['ratio_start'])}); others: mean "
+            f"|change| {e['leakage']:.2f} (samples {e['ref_leakage']:.2f}), largest "
             f"{lo['attribute']} {lo['delta']:+.2f}{note}")
     lines.append(f"edit ratio (mean over {', '.join(effects['reliable_edits']) or 'none'}): "
                  f"{_fmt(effects['edit_ratio'])} after tuning, "

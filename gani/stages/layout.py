@@ -49,6 +49,9 @@ ARTIFACTS: dict[str, tuple[str, str]] = {
     "status": ("evaluate", "status.json"),
 }
 
+# written only by some profiles: edits.json needs edit.regressor (the demo's testbed)
+OPTIONAL_ARTIFACTS = frozenset({"edit_effects"})
+
 SUMMARY_FILE = "summary.json"
 STATES = ("done", "quarantined", "failed")
 

@@ -222,6 +222,20 @@ class Runtime:
                 ifg[attr] = self.direction(e).reshape(-1).float().cpu()
         if not ifg:
             return None
+        if edit.reference:
+            from gani.checkpoints.build import _refit
+            from gani.checkpoints.store import require_verified
+            from gani.safeload import load_torch_file
+            from gani.testbed.edits import context_from_record
+
+            path = require_verified(edit.reference, self.data_dir, self.settings.profile)
+            ctx = _refit(path, "edit reference", lambda: context_from_record(
+                reg, load_torch_file(path), ifg))
+            if abs(ctx.strength - edit.measure_strength) > 1e-9:
+                raise ValueError(f"edit.reference {edit.reference} was measured at "
+                                 f"±{ctx.strength:g} σ_d but edit.measure_strength is "
+                                 f"{edit.measure_strength:g}")
+            return ctx
         G = self.G
         cpu_G = G if self.device.type == "cpu" else None
         if cpu_G is None:

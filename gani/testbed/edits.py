@@ -115,3 +115,57 @@ class EditContext:
                     and self.reliable[n]]),
                 "attr_std_generated": [round(float(s), 4) for s in self.attr_std],
                 "label_std_train": [round(float(s), 4) for s in self.label_std]}
+
+
+# ---------------------------------------------------------------------- stored reference
+def reference_record(ctx: EditContext, n_pop: int, n_ref: int) -> dict:
+    """What ``EditContext`` measured on generated samples, as a dict of tensors and numbers
+    (``torch.save`` it; it loads with ``weights_only``): the reference costs
+    2·n_ref renders per direction, the per-image measurement a few, so the demo ships it."""
+    names = list(ctx.directions)
+    return {"attributes": list(ctx.attributes), "strength": float(ctx.strength),
+            "n_pop": int(n_pop), "n_ref": int(n_ref), "seed_pop": 2, "seed_ref": 3,
+            "directions": torch.stack([ctx.directions[n] for n in names]),
+            "names": names,
+            "sigmas": torch.tensor([ctx.sigmas[n] for n in names]),
+            "reference": torch.stack([ctx.reference[n] for n in names]),
+            "consistency": torch.tensor([ctx.consistency[n] for n in names]),
+            "attr_std": ctx.attr_std.clone(), "label_std": ctx.label_std.clone()}
+
+
+def context_from_record(reg, record: dict, directions: dict[str, torch.Tensor],
+                        min_ref_effect: float = 0.15, min_consistency: float = 0.8
+                        ) -> EditContext:
+    """An ``EditContext`` for ``directions`` (a subset of the record's, by name) from a
+    stored reference, without rendering anything. A direction that differs from the one the
+    record was measured with is refused (ValueError)."""
+    names = list(record["names"])
+    if list(record["attributes"]) != list(reg.attributes):
+        raise ValueError("the stored edit reference was measured with another regressor "
+                         f"(attributes {record['attributes']})")
+    ctx = EditContext.__new__(EditContext)
+    ctx.reg, ctx.strength = reg, float(record["strength"])
+    ctx.min_ref, ctx.min_consistency = min_ref_effect, min_consistency
+    ctx.attributes = list(reg.attributes)
+    ctx.label_std = reg.label_std.detach().clone()
+    ctx.attr_std = record["attr_std"].float()
+    ctx.directions, ctx.kind, ctx.sigmas, ctx.reference = {}, {}, {}, {}
+    ctx.target, ctx.consistency, ctx.reliable = {}, {}, {}
+    for name, d in directions.items():
+        if name not in names:
+            raise ValueError(f"the stored edit reference has no direction {name!r}")
+        k = names.index(name)
+        d = d.reshape(-1).float()
+        stored = record["directions"][k].reshape(-1).float()
+        if d.shape != stored.shape or not torch.allclose(d, stored, atol=1e-6):
+            raise ValueError(f"direction {name!r} differs from the one the stored reference "
+                             "was measured with")
+        ctx.directions[name] = d
+        ctx.kind[name] = "interfacegan"
+        ctx.sigmas[name] = float(record["sigmas"][k])
+        ctx.reference[name] = record["reference"][k].float()
+        ctx.target[name] = ctx.attributes.index(name)
+        ctx.consistency[name] = float(record["consistency"][k])
+        ctx.reliable[name] = (abs(float(ctx.reference[name][ctx.target[name]])) >= min_ref_effect
+                              and ctx.consistency[name] >= min_consistency)
+    return ctx

@@ -9,7 +9,7 @@ from gani.models.stylegan2 import rosinality_checkpoint
 
 
 def test_demo_nets_are_deterministic_and_consistent():
-    s = load_settings("params.yaml", "demo")
+    s = load_settings("params.yaml", "demo_random")
     G1, avg1 = build_generator(s.models)
     G2, avg2 = build_generator(s.models)
     assert all(torch.equal(a, b) for a, b in zip(G1.state_dict().values(), G2.state_dict().values()))
@@ -22,11 +22,11 @@ def test_demo_nets_are_deterministic_and_consistent():
 
 
 def test_real_generator_loads_from_data_dir(tmp_path):
-    s = load_settings("params.yaml", "demo", ["models.generator.checkpoint=stylegan2-church-config-f",
+    s = load_settings("params.yaml", "demo_random", ["models.generator.checkpoint=stylegan2-church-config-f",
                                               "models.generator.size=64"])
     with pytest.raises(CheckpointMissingError, match="stylegan2-church-config-f.pt"):
         build_generator(s.models, tmp_path, profile="demo")
-    G, _ = build_generator(load_settings("params.yaml", "demo").models)
+    G, _ = build_generator(load_settings("params.yaml", "demo_random").models)
     (tmp_path / "checkpoints").mkdir()
     torch.save(rosinality_checkpoint(G, torch.zeros(G.style_dim)),
                tmp_path / "checkpoints" / "stylegan2-church-config-f.pt")
@@ -38,4 +38,4 @@ def test_missing_loss_network_is_a_clear_error(tmp_path):
     s = load_settings("params.yaml", "ffhq")
     with pytest.raises(CheckpointMissingError, match="alexnet-owt-7be5be79.pth"):
         build_similarity_nets(s.models, tmp_path, profile="ffhq")
-    assert build_similarity_nets(load_settings("params.yaml", "demo").models).lpips is None
+    assert build_similarity_nets(load_settings("params.yaml", "demo_random").models).lpips is None

@@ -18,7 +18,8 @@ def test_every_section_is_present_in_params_yaml():
     data = read_params(PARAMS)
     for section in ("align", "encode", "tune", "edit", "evaluate", "tracking", "orchestration"):
         assert section in data, section
-    assert set(data["profiles"]) == {"ffhq", "cars", "church", "horse", "afhq_wild", "demo"}
+    assert set(data["profiles"]) == {"ffhq", "cars", "church", "horse", "afhq_wild", "demo",
+                                     "demo_random"}
 
 
 @pytest.mark.parametrize("profile", sorted(TABLE1))
@@ -38,10 +39,16 @@ def test_afhq_wild_starts_from_w_projection():
     assert load_settings(PARAMS, "afhq_wild").encode.method == "w_projection"
 
 
-def test_default_profile_is_demo_and_small():
+def test_default_profile_is_demo_on_the_testbed_and_demo_random_is_small():
     s = load_settings(PARAMS)
     assert s.profile == "demo"
-    assert s.models.generator.checkpoint == "demo" and s.models.generator.size <= 64
+    assert s.models.generator.checkpoint == "testbed-generator" and s.models.generator.size == 32
+    assert s.models.encoder.checkpoint == "testbed-e4e"
+    assert s.tune.method == "gani"  # the demo does not choose the method (a separate issue)
+    assert s.edit.regressor == "testbed-regressor"
+    assert {e.name for e in s.edit.interfacegan} >= {"smile", "yaw"}
+    r = load_settings(PARAMS, "demo_random")
+    assert r.models.generator.checkpoint == "demo" and r.models.generator.size <= 64
 
 
 def test_set_overrides_parse_yaml_values():
@@ -111,7 +118,8 @@ def test_unknown_key_in_file_is_an_error(tmp_path):
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown profile 'celeba'.*afhq_wild, cars, church, demo, ffhq, horse"):
+    with pytest.raises(ConfigError, match="unknown profile 'celeba'.*afhq_wild, cars, church, demo, demo_random, ffhq, "
+                       "horse"):
         load_settings(PARAMS, "celeba")
 
 

@@ -96,7 +96,7 @@ def test_out_of_range_values_are_refused(setting):
 
 
 def test_every_profile_still_validates():
-    for profile in ("demo", "ffhq", "cars", "church", "horse", "afhq_wild"):
+    for profile in ("demo", "demo_random", "ffhq", "cars", "church", "horse", "afhq_wild"):
         load_settings(ROOT / "params.yaml", profile)
     s = load_settings(ROOT / "params.yaml", "demo",
                       ["tune.optimizer.lr=1e-3", "tune.steps=5", "models.generator.size=128",

@@ -97,7 +97,7 @@ def test_nightly_deployment_on_a_process_worker(tmp_path, shrink, tiny_settings)
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(mlflow_uri)
-        exp = client.get_experiment_by_name("gani-e2e-demo")
+        exp = client.get_experiment_by_name("gani-e2e-demo_random")
         runs = client.search_runs([exp.experiment_id])
         parent = [r for r in runs if r.data.tags.get("gani.kind") == "dataset-run"]
         assert len(parent) == 1 and parent[0].data.tags["prefect_flow_run_id"] == run_id
@@ -132,7 +132,7 @@ def test_nightly_deployment_on_a_process_worker(tmp_path, shrink, tiny_settings)
         assert summary["counts"] == {"done": 1, "quarantined": 1, "failed": 0}
         shards = json.loads(run(sys.executable, "-c", CLIENT_SCRIPT, "shards"))
         assert sorted(shards) == [["shard-1-of-2", "COMPLETED"], ["shard-2-of-2", "COMPLETED"]]
-        exp = client.get_experiment_by_name("gani-sharded-demo")
+        exp = client.get_experiment_by_name("gani-sharded-demo_random")
         runs = client.search_runs([exp.experiment_id])
         parent = [r for r in runs if r.data.tags.get("gani.kind") == "dataset-run"][0]
         children = [r for r in runs if r.data.tags.get("gani.kind") == "image"]

@@ -31,7 +31,7 @@ def test_flow_logs_parent_and_child_runs(prefect_api, mlflow_sqlite, tmp_path, s
     assert json.loads((out / "summary.json").read_text())["counts"] == summary["counts"]
 
     client = MlflowClient(mlflow_sqlite)
-    exp = client.get_experiment_by_name("gani-photos-demo")
+    exp = client.get_experiment_by_name("gani-photos-demo_random")
     assert exp is not None
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("gani.kind") == "dataset-run"]

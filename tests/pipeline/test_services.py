@@ -1,5 +1,6 @@
 """The pipeline against real services on 127.0.0.1: S3 (moto server) for input, outputs and
 MLflow artifacts behind a real `mlflow server`; DVC with an S3 remote; `dvc repro`."""
+import copy
 import json
 import os
 import shutil
@@ -98,7 +99,7 @@ def test_s3_input_output_and_mlflow_server(prefect_api, mlflow_server, s3_bucket
     assert io.exists(f"{out}/astronaut/tuned.safetensors")
 
     client = MlflowClient(mlflow_server)
-    exp = client.get_experiment_by_name("gani-s3set-demo")
+    exp = client.get_experiment_by_name("gani-s3set-demo_random")
     runs = client.search_runs([exp.experiment_id])
     child = [r for r in runs if r.data.tags.get("image_id") == "astronaut"][0]
     assert child.data.tags["mlflow.parentRunId"] == summary["mlflow_run_id"]
@@ -161,12 +162,15 @@ def test_dvc_repro_runs_skips_and_reruns_from_tune(tmp_path):
     repo, env = tmp_path / "repo", env_with_venv(PYTHONPATH="")
     repo.mkdir()
     shutil.copytree(ROOT / "gani", repo / "gani",
-                    ignore=shutil.ignore_patterns("__pycache__", "testbed"))
+                    ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    demo = params["profiles"]["demo"]
+    # the pipeline's demo profile runs the trained testbed; here the random profile's
+    # networks made tiny, on the same demo inputs (procedural faces are pre-aligned crops)
+    demo = params["profiles"]["demo"] = copy.deepcopy(params["profiles"]["demo_random"])
     demo["models"] = TINY_DEMO
-    demo["tune"].update(steps=2, batch_size=2)
+    demo["align"]["prealigned_max_side"] = 64
+    demo["tune"].update(steps=2, batch_size=4)
     demo["edit"]["pca_samples"] = 64
     demo["evaluate"]["locality_n"] = 1
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -186,8 +190,9 @@ def test_dvc_repro_runs_skips_and_reruns_from_tune(tmp_path):
     for stage in ("demo_data", "align", "encode", "tune", "edit", "evaluate"):
         assert f"Running stage '{stage}'" in first, stage
     metrics = json.loads((repo / "outputs/dvc/metrics.json").read_text())
-    assert metrics["counts"] == {"done": 3, "quarantined": 2, "failed": 0}
+    assert metrics["counts"] == {"done": 6, "quarantined": 2, "failed": 0}
     assert (repo / "outputs/dvc/evaluate/astronaut/metrics.json").is_file()
+    assert (repo / "outputs/dvc/evaluate/face_test_0/compare.png").is_file()
     assert (repo / "outputs/dvc/evaluate/summary.json").is_file()
     assert json.loads((repo / "outputs/dvc/plots/loss.json").read_text())
 

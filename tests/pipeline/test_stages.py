@@ -25,7 +25,7 @@ def mtimes(out):
 
 
 PER_IMAGE = {"aligned.png", "e4e.png", "e4e_latent.pt", "latent.pt", "tuned.safetensors",
-             "recon.png", "tune.json", "edits.png", "compare.png", "metrics.json",
+             "recon.png", "tune.json", "loss.png", "edits.png", "compare.png", "metrics.json",
              "e4e_metrics.json", "status.json"}
 
 
@@ -39,7 +39,7 @@ def first_run(tmp_path_factory, shrink):
     tmp = tmp_path_factory.mktemp("stages")
     data, out = tmp / "in", tmp / "out"
     write_dataset(data, ["astronaut.png", "broken.jpg", "chelsea.png"])
-    settings = shrink(load_settings(ROOT / "params.yaml", "demo"))
+    settings = shrink(load_settings(ROOT / "params.yaml", "demo_random"))
     summary = run_pipeline(str(data), Layout(str(out)), settings)
     return data, out, settings, summary
 

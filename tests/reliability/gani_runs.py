@@ -98,7 +98,7 @@ class GaniProcess:
                      **prefect_env(), **(env or {})})
         if "GANI_FAULT" not in (env or {}):
             full.pop("GANI_FAULT", None)
-        cmd = [str(BIN / "gani"), "invert", str(data), "--out", str(out), "--profile", "demo",
+        cmd = [str(BIN / "gani"), "invert", str(data), "--out", str(out), "--profile", "demo_random",
                "--params", str(ROOT / "params.yaml")]
         for s in sets:
             cmd += ["--set", s]
@@ -217,13 +217,13 @@ def audit_files(out: Path) -> dict[str, str]:
 
 def audit_outputs(out: Path, ids: list[str], good: list[str]) -> dict:
     """What is wrong under the output root after a finished run (empty lists: nothing)."""
-    from gani.stages.layout import ARTIFACTS
+    from gani.stages.layout import ARTIFACTS, OPTIONAL_ARTIFACTS
 
     statuses = {i: json.loads((out / i / "status.json").read_text())
                 if (out / i / "status.json").is_file() else {} for i in ids}
     not_done = sorted(i for i in good if statuses[i].get("state") != "done")
-    missing = sorted(f"{i}/{name}" for i in good for _, name in ARTIFACTS.values()
-                     if not (out / i / name).is_file())
+    missing = sorted(f"{i}/{name}" for i in good for a, (_, name) in ARTIFACTS.items()
+                     if a not in OPTIONAL_ARTIFACTS and not (out / i / name).is_file())
     unfinished = sorted(i for i in ids if statuses[i].get("state") not in
                         ("done", "quarantined", "failed"))
     summary = json.loads((out / "summary.json").read_text()) \
@@ -301,7 +301,7 @@ def audit_mlflow(uri: str, experiment: str, out: Path, ids: list[str],
 
 # the child run's artifacts: each file of the image's folder under the stage that wrote it
 CHILD_FILES = {"align/aligned.png", "encode/e4e.png", "encode/e4e_latent.pt", "tune/recon.png",
-               "tune/latent.pt", "tune/tuned.safetensors", "tune/tune.json",
+               "tune/latent.pt", "tune/tuned.safetensors", "tune/tune.json", "tune/loss.png",
                "edit/edits.png", "evaluate/compare.png", "evaluate/metrics.json",
                "evaluate/e4e_metrics.json", "evaluate/status.json"}
 

@@ -49,7 +49,7 @@ def work(tmp_path, monkeypatch):
     return tmp_path
 
 
-def invert(work: Path, *sets: str, profile: str = "demo") -> list[str]:
+def invert(work: Path, *sets: str, profile: str = "demo_random") -> list[str]:
     args = ["invert", str(work / "photos"), "--out", str(work / "out"), "--profile", profile,
             "--params", str(work / "params.yaml")]
     for s in (*TINY, *sets):
@@ -203,7 +203,7 @@ def test_good_checkpoint_is_accepted(work, capsys):
     from gani.stages.runtime import Runtime
 
     torch.save(tiny_generator_checkpoint(), work / "data" / "checkpoints" / f"{GEN}.pt")
-    settings = load_settings(work / "params.yaml", "demo",
+    settings = load_settings(work / "params.yaml", "demo_random",
                              [*TINY, f"models.generator.checkpoint={GEN}"])
     rt = Runtime(settings, "data")
     assert rt.G.size == 32 and rt.encoder is not None

@@ -175,7 +175,7 @@ def mixed_run(tmp_path_factory, shrink):
     rels = [rel for _, rel in listing]
     ids = dict(zip(rels, io.image_ids(rels)))
     assert len(listing) == len(cases), sorted(rels)   # every file is seen, none twice
-    settings = shrink(load_settings(ROOT / "params.yaml", "demo"),
+    settings = shrink(load_settings(ROOT / "params.yaml", "demo_random"),
                       **{"tracking.enabled": "false"})
     root = tmp / "out"
     before = {os.fsdecode(os.path.join(d, f)) for d, _, fs in os.walk(os.fsencode(tmp))
@@ -474,7 +474,7 @@ def test_cli_exit_status_quarantined_is_0_failed_is_4(prefect_api, tmp_path, mon
         (data / name).write_bytes(demo[name])
 
     def argv(out):
-        args = ["invert", str(data), "--out", str(tmp_path / out), "--profile", "demo",
+        args = ["invert", str(data), "--out", str(tmp_path / out), "--profile", "demo_random",
                 "--params", str(ROOT / "params.yaml")]
         for s in CLI_TINY:
             args += ["--set", s]

@@ -20,7 +20,7 @@ from tests.reliability.gani_runs import (BAD, GOOD, TINY, GaniProcess, audit_fil
                                          write_photos)
 
 
-EXPERIMENT = "gani-photos-demo"   # tracking.experiment of the demo profile for input photos/
+EXPERIMENT = "gani-photos-demo_random"   # tracking.experiment of the demo profile for input photos/
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tests.reliability.gani_runs import (BAD, BIN, GOOD, TINY, GaniProcess, audi
 
 pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.timeout(900)]
 
-EXPERIMENT = "gani-photos-demo"
+EXPERIMENT = "gani-photos-demo_random"
 FAST_MLFLOW = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}
 

@@ -31,7 +31,7 @@ IDS = ("astronaut", "astronaut_mirrored", "astronaut_tilted")
 PREPARED = ("aligned.png", "e4e_latent.pt", "e4e.png", ".stage-align.json",
             ".stage-encode.json")
 DONE_FILES = ("aligned.png", "e4e_latent.pt", "e4e.png", "latent.pt", "tuned.safetensors",
-              "recon.png", "tune.json", "edits.png", "compare.png", "metrics.json",
+              "recon.png", "tune.json", "loss.png", "edits.png", "compare.png", "metrics.json",
               "e4e_metrics.json", "status.json")
 
 
@@ -117,7 +117,7 @@ def base(tmp_path_factory, shrink):
     files = demo_images()
     for name in IMAGES:
         (data / name).write_bytes(files[name])
-    settings = shrink(load_settings(ROOT / "params.yaml", "demo"),
+    settings = shrink(load_settings(ROOT / "params.yaml", "demo_random"),
                       **{"tracking.enabled": "false"})
     ref = tmp / "reference"
     summary = run_pipeline(str(data), Layout(str(ref)), batched(settings, 1))

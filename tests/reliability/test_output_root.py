@@ -106,7 +106,7 @@ def test_cli_refuses_a_bad_output_root_with_exit_2(tmp_path, photos, monkeypatch
     inp, out, words = bad_outputs(tmp_path, photos)[case]
     before = tree(tmp_path)
     root_before = set(os.listdir("/"))
-    rc, printed = _cli(["invert", inp, "--out", out, "--profile", "demo", "--params",
+    rc, printed = _cli(["invert", inp, "--out", out, "--profile", "demo_random", "--params",
                         str(ROOT / "params.yaml"), "--set", "tracking.enabled=false"])
     assert rc == EXIT_CONFIG, printed
     errors = [ln for ln in printed.splitlines() if ln.strip()]
@@ -138,7 +138,7 @@ def test_every_entry_point_checks_the_root(tmp_path, photos, tiny_settings):
         run_pipeline(str(photos), Layout(""), tiny_settings)
     with pytest.raises(ConfigError, match="inside the input"):
         stages_main(["align", "--input", str(photos), "--root", str(photos / "dvc"),
-                     "--profile", "demo", "--params", str(ROOT / "params.yaml")])
+                     "--profile", "demo_random", "--params", str(ROOT / "params.yaml")])
     assert tree(tmp_path) == before
     from gani.stages.__main__ import _stage_layout
     from gani.stages.plan import check_layout_roots

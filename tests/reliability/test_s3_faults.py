@@ -36,7 +36,7 @@ from gani import io
 from gani.stages.demo_data import demo_images
 
 DONE_FILES = ("aligned.png", "e4e_latent.pt", "e4e.png", "latent.pt", "tuned.safetensors",
-              "recon.png", "tune.json", "edits.png", "compare.png", "metrics.json",
+              "recon.png", "tune.json", "loss.png", "edits.png", "compare.png", "metrics.json",
               "e4e_metrics.json", "status.json")
 
 

@@ -36,7 +36,7 @@ def all_files(top: Path) -> set[str]:
 def _settings(shrink, **extra):
     from gani.config import load_settings
 
-    return shrink(load_settings(ROOT / "params.yaml", "demo"),
+    return shrink(load_settings(ROOT / "params.yaml", "demo_random"),
                   **{"tracking.enabled": "false", "align.method": "resize", **extra})
 
 
@@ -243,7 +243,7 @@ def test_credentials_never_written_or_logged(prefect_api, mlflow_sqlite, tmp_pat
 def _cli_refuses(tmp_path, capsys, argv_tail: list[str], input_uri: str, out_uri: str):
     from cli.main import EXIT_CONFIG, main
 
-    argv = ["invert", input_uri, "--out", out_uri, "--profile", "demo",
+    argv = ["invert", input_uri, "--out", out_uri, "--profile", "demo_random",
             "--params", str(ROOT / "params.yaml"), "--set", "tracking.enabled=false",
             *argv_tail]
     rc = main(argv)
@@ -308,7 +308,7 @@ def test_python_api_refuses_credentials_in_uris(tmp_path):
     from flows.invert import run_invert
     from gani.config import ConfigError, load_settings
 
-    settings = load_settings("params.yaml", "demo")
+    settings = load_settings("params.yaml", "demo_random")
     out = tmp_path / "out"
     for inp, outp in ((f"s3://AKIAGANI:{AWS_SECRET}@bucket/photos", str(out)),
                       (str(tmp_path), f"s3://bucket/out?X-Amz-Security-Token={TOKEN_SECRET}")):
@@ -340,7 +340,7 @@ def test_settings_refuse_every_credential_form_in_every_uri_setting(reliability)
     for uri in CREDENTIAL_URIS:
         for key in ("tracking.uri", "edit.ganspace_file", "models.generator.checkpoint"):
             with pytest.raises(ConfigError) as err:
-                load_settings(ROOT / "params.yaml", "demo", [f"{key}={uri}"])
+                load_settings(ROOT / "params.yaml", "demo_random", [f"{key}={uri}"])
             assert all(x not in str(err.value) for x in SECRETS), (key, str(err.value))
             refused += 1
         with pytest.raises(ValidationError):

@@ -111,13 +111,20 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.params, args.profile, args.overrides)
     from cli.server import temporary_server
 
-    with temporary_server():     # none outlives this process (cli/server.py)
-        from flows.invert import run_demo, run_invert
+    summary = None
+    if args.command == "demo":  # a re-run with nothing to do is answered from disk
+        from flows.demo import finished_demo
 
-        if args.command == "demo":
-            summary = run_demo(settings, output_uri=args.out)
-        else:
-            summary = run_invert(args.input, args.out, settings, dataset_name=args.dataset)
+        summary = finished_demo(settings, output_uri=args.out)
+    if summary is None:
+        with temporary_server():     # none outlives this process (cli/server.py)
+            from flows.invert import run_demo, run_invert
+
+            if args.command == "demo":
+                summary = run_demo(settings, output_uri=args.out)
+            else:
+                summary = run_invert(args.input, args.out, settings,
+                                     dataset_name=args.dataset)
     shown = {k: summary[k] for k in ("counts", "output", "tracking", "tracking_failed",
                                      "tracking_error")
              if k in summary}

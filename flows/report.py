@@ -144,10 +144,14 @@ def demo_table(rows: list[dict]) -> str:
                      + (f", still {ratio:.0f}x the faces' error" if ratio else "")
                      + ": the testbed generator has only seen procedural faces (the domain "
                        "gap, shown honestly).")
-    d = mean(rows, "drift")
-    if d is not None:
-        lines.append(f"Drift: the tuned generators differ from the original by {_f(d)} L2 on "
-                     f"random latents on average (0 = untouched; compare with the L2 gained).")
+    d, dp = mean(faces, "drift"), mean(photos, "drift")
+    if d is not None or dp is not None:
+        lines.append("Drift: tuning changed what the generator draws for random latents by "
+                     + (f"{_f(d)} L2 on average for the faces" if d is not None else "")
+                     + (", " if d is not None and dp is not None else "")
+                     + (f"{_f(dp)} for the photo" if dp is not None else "")
+                     + " (0 = untouched): small next to the L2 gained means the fit is "
+                       "local to the image.")
     er, es = mean(faces or rows, "edit_ratio"), mean(faces or rows, "edit_ratio_start")
     if er is not None:
         lines.append(f"Edit ratio: on the tuned faces an edit moves its attribute {er:.2f}x as "

@@ -150,8 +150,8 @@ def demo_table(rows: list[dict]) -> str:
                      + (f"{_f(d)} L2 on average for the faces" if d is not None else "")
                      + (", " if d is not None and dp is not None else "")
                      + (f"{_f(dp)} for the photo" if dp is not None else "")
-                     + " (0 = untouched): small next to the L2 gained means the fit is "
-                       "local to the image.")
+                     + " (0 = untouched; the price of the fit, to set against the L2 "
+                       "gained above).")
     er, es = mean(faces or rows, "edit_ratio"), mean(faces or rows, "edit_ratio_start")
     if er is not None:
         lines.append(f"Edit ratio: on the tuned faces an edit moves its attribute {er:.2f}x as "

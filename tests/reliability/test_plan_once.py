@@ -87,7 +87,9 @@ def test_a_deployment_shard_gets_its_manifests_and_plans_nothing(prefect_api, tm
     class Run:
         def __init__(self, name):
             self.id, self.name = name, name
-            self.state = type("S", (), {"is_final": lambda self: True, "name": "Completed"})()
+            completed = type("T", (), {"value": "COMPLETED"})()
+            self.state = type("S", (), {"is_final": lambda self: True, "name": "Completed",
+                                        "type": completed, "message": ""})()
 
     def run_deployment(name, timeout=None, flow_run_name=None, parameters=None):
         launched.append(json.loads(json.dumps(parameters)))   # what the API would store
@@ -106,7 +108,7 @@ def test_a_deployment_shard_gets_its_manifests_and_plans_nothing(prefect_api, tm
     with monkeypatch.context() as m:     # the fakes only while the shards are launched
         m.setattr(deployments, "run_deployment", run_deployment)
         m.setattr(orchestration, "get_client", lambda sync_client=True: Client())
-        m.setattr("flows.invert.time.sleep", lambda s: None)
+        m.setattr("flows.shards.time.sleep", lambda s: None)
         _run_shards_as_deployments(shards(items, 1), str(data), str(out), settings, None,
                                    "data", "gani-invert-shard/shard")
     assert len(launched) == 2

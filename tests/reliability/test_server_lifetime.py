@@ -48,6 +48,7 @@ def test_temporary_server_dies_with_gani(tmp_path, reliability, sig):
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
                               daemon=True)
     reader.start()
+    started: list[psutil.Process] = []
     try:
         port, deadline = None, time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
@@ -80,10 +81,8 @@ def test_temporary_server_dies_with_gani(tmp_path, reliability, sig):
     finally:
         if proc.poll() is None:
             proc.kill()
-        for p in psutil.Process().children(recursive=True):
-            if p.pid != os.getpid():
-                try:
-                    if "uvicorn" in " ".join(p.cmdline()):
-                        p.kill()
-                except psutil.Error:
-                    pass
+        for p in started:        # only what this gani started: never the session's server
+            try:
+                p.kill()
+            except psutil.Error:
+                pass

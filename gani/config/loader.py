@@ -1,14 +1,21 @@
 """Load params.yaml, apply a named profile and `--set key=value` overrides, validate.
 
-Resolution order: the base sections of params.yaml, then `profiles.<name>` merged on top,
-then each `--set dotted.key=value` (the value parsed as YAML). Every error names the field
-path and what is allowed.
+Where the parameters come from (`params_sources`): the defaults that ship inside the
+package (`gani/config/params.yaml`, a symlink to the repository's params.yaml, so the two
+are one file and an installed `gani` runs in any folder), then, merged on top, the file
+given as `path` (`--params`) or, without one, a `params.yaml` in the working directory if
+there is one. A user's file only needs the keys it changes.
+
+Resolution order: the base sections, then `profiles.<name>` merged on top, then each
+`--set dotted.key=value` (the value parsed as YAML). Every error names the field path and
+what is allowed.
 """
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -18,6 +25,9 @@ from pydantic import BaseModel, ValidationError
 from gani.redact import redact_uri, uri_credentials
 
 from .schema import REMOVED_KEYS, Settings
+
+
+LOG = logging.getLogger("gani.config")
 
 
 class ConfigError(ValueError):
@@ -116,7 +126,34 @@ def _set_path(tree: dict, path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
+def packaged_params_path() -> Path:
+    """The default parameters shipped inside the package (gani/config/params.yaml)."""
+    return Path(__file__).resolve().parent / "params.yaml"
+
+
+def params_sources(path: str | Path | None = None) -> list[Path]:
+    """The parameter files a run reads, lowest priority first: the packaged defaults, then
+    `path` (which must exist) or, when None, ./params.yaml if present. A file that is the
+    packaged one itself (the repository's params.yaml) is read once."""
+    packaged = packaged_params_path()
+    user = Path(path) if path is not None else Path("params.yaml")
+    if path is None and not user.is_file():
+        return [packaged]
+    if user.is_file() and packaged.is_file() and user.resolve() == packaged.resolve():
+        return [packaged]
+    return [packaged, user] if packaged.is_file() else [user]
+
+
+def read_layered_params(path: str | Path | None = None) -> dict:
+    """The merged parameters of `params_sources(path)` (each file checked by read_params)."""
+    merged: dict = {}
+    for source in params_sources(path):
+        merged = _deep_merge(merged, read_params(source))
+    return merged
+
+
 def read_params(path: str | Path = "params.yaml") -> dict:
+    """One parameters file as a mapping (ConfigError when missing or not a YAML mapping)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"parameters file not found: {p}")
@@ -129,14 +166,63 @@ def read_params(path: str | Path = "params.yaml") -> dict:
     return data
 
 
+def _leaves(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """{('tune', 'steps'): 300, ...}: the leaf values of a nested mapping (lists are leaves)."""
+    out: dict[tuple[str, ...], Any] = {}
+    for key, value in tree.items():
+        path = prefix + (str(key),)
+        if isinstance(value, Mapping) and value:
+            out.update(_leaves(value, path))
+        else:
+            out[path] = value
+    return out
+
+
+def _as_default_types(base: Mapping) -> dict:
+    """The base sections as the schema reads them (`1e-3` text -> 0.001, ...), so that they
+    compare with the defaults; the raw mapping when the base alone does not validate."""
+    try:
+        dumped = Settings.model_validate(dict(base)).model_dump(mode="json")
+    except ValidationError:
+        return dict(base)
+    return {k: dumped[k] for k in base if k in dumped}
+
+
+def explicit_base_values(base: Mapping) -> dict[tuple[str, ...], Any]:
+    """The base values that differ from the built-in defaults (`Settings()`): what the user
+    changed in params.yaml (by hand or `dvc exp run --set-param`). They win over a profile's
+    value, like `--set`: params.yaml's base sections equal the defaults as shipped
+    (tests/foundation/test_config.py), so an unchanged file leaves every profile as it is."""
+    defaults = _leaves(Settings().model_dump(mode="json"))
+    raw = _leaves({k: v for k, v in base.items() if k not in ("profile", "profiles")})
+    typed = _leaves(_as_default_types({k: v for k, v in base.items()
+                                       if k not in ("profile", "profiles")}))
+    return {path: raw[path] for path in raw
+            if path in defaults and typed.get(path, raw[path]) != defaults[path]}
+
+
+def _apply_explicit(merged: dict, base: Mapping, profile_tree: Mapping, name: str) -> None:
+    """Put the explicit base values back over the profile's, warning about each one the
+    profile set otherwise (docs/pipeline.md#dvc)."""
+    shadowed = _leaves(profile_tree or {})
+    for path, value in explicit_base_values(base).items():
+        if path in shadowed and shadowed[path] != value:
+            LOG.warning("params.yaml %s=%r wins over profiles.%s.%s=%r (an explicit base "
+                        "value, like --set)", ".".join(path), value, name, ".".join(path),
+                        shadowed[path])
+        _set_path(merged, list(path), copy.deepcopy(value))
+
+
 def resolve(data: Mapping, profile: str | None = None, overrides: Iterable[str] = ()) -> Settings:
-    """Validate a params mapping (as read from params.yaml) into Settings."""
+    """Validate a params mapping (as read from params.yaml) into Settings: base sections,
+    the profile, the explicit base values, `overrides` (module doc)."""
     data = dict(data)
     profiles = data.pop("profiles", {}) or {}
     name = profile or data.get("profile") or "demo"
     if name not in profiles:
         raise ConfigError(f"unknown profile {name!r}; choose one of: {', '.join(sorted(profiles))}")
     merged = _deep_merge(data, profiles[name] or {})
+    _apply_explicit(merged, data, profiles[name] or {}, name)
     merged["profile"] = name
     for item in overrides:
         path, value = parse_override(item)
@@ -153,10 +239,11 @@ def resolve(data: Mapping, profile: str | None = None, overrides: Iterable[str] 
         raise ConfigError(format_validation_error(err)) from None
 
 
-def load_settings(path: str | Path = "params.yaml", profile: str | None = None,
+def load_settings(path: str | Path | None = None, profile: str | None = None,
                   overrides: Iterable[str] = ()) -> Settings:
-    """Read params.yaml and resolve it for `profile` with `--set` overrides."""
-    return resolve(read_params(path), profile, overrides)
+    """The packaged defaults, `path` (or ./params.yaml) on top, resolved for `profile` with
+    `--set` overrides (see `params_sources`)."""
+    return resolve(read_layered_params(path), profile, overrides)
 
 
 def settings_hash(settings: Settings, sections: Iterable[str] | None = None) -> str:

@@ -80,10 +80,12 @@ class Section(BaseModel):
 
 
 class GeneratorSpec(Section):
-    """Which StyleGAN2 generator; `checkpoint: demo` builds a seeded random one of this shape."""
+    """Which StyleGAN2 generator; `checkpoint: demo` builds a seeded random one of this shape.
+    The defaults are params.yaml's base values (FFHQ config-f): an explicit base value is
+    one that differs from them (gani/config/loader.py)."""
 
-    checkpoint: str = "demo"
-    size: Int = Field(64, ge=32, le=1024)
+    checkpoint: str = "stylegan2-ffhq-config-f"
+    size: Int = Field(1024, ge=32, le=1024)
     style_dim: Int = Field(512, ge=8)
     n_mlp: Int = Field(8, ge=1)
     channel_multiplier: Int = Field(2, ge=1)
@@ -101,7 +103,7 @@ class GeneratorSpec(Section):
 class EncoderSpec(Section):
     """The e4e encoder; `demo` builds a seeded random, narrow encoder of the same architecture."""
 
-    checkpoint: str = "demo"
+    checkpoint: str = "e4e_ffhq_encode"
     width_div: Int = Field(1, ge=1, description="divides the IR-SE body widths; 1 = official")
     seed: Seed = 1
 

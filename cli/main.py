@@ -1,83 +1,92 @@
-"""The `gani` command line (docs/pipeline.md, "Run it" and "Exit status").
+"""The `gani` command line (docs/pipeline.md, "Run it", "The console" and "Exit status").
 
     gani demo                                  the whole DAG on bundled demo data (demo profile:
                                                the trained testbed)
-    gani invert INPUT --out OUTPUT [--profile P] [--set key=value ...]
-    gani checkpoints list | verify | import PATH...
+    gani invert INPUT --out OUTPUT --profile P [--set key=value ...] [--json] [--verbose]
+    gani checkpoints list | verify [--json] | import PATH...
 
-Exit status:
-    0  the run finished and every image is done or quarantined (a quarantined file is a bad
-       input, recorded with its reason in summary.json; not a failure of the run)
-    1  anything else: a storage fault that stopped the run (disk full, read-only store: one
-       line `storage error: ...`) or an unexpected error (one line; GANI_TRACEBACK=1 for the
-       traceback)
-    2  bad usage or configuration (unknown profile, invalid parameter, missing input, INPUT
-       a file rather than a folder / prefix, a bad output root, credentials in a URI:
-       INPUT/--out or tracking.uri; they belong in the environment)
-    3  a checkpoint is missing, corrupt, unsafe (a pickle with code) or does not fit the
-       configured architecture; nothing was processed
-    4  the run finished but one or more images failed (summary.json `failed`; a re-run
-       retries them)
+Arguments, help (with examples and the exit codes) and "did you mean" for mistyped flags:
+`cli/parser.py`. What a run shows while it runs (a progress bar, Prefect's and MLflow's
+set-up lines hidden unless --verbose): `cli/console.py`. Every run ends with the same
+readable summary (`flows.report.report`: counts, reasons, means, where the files are,
+the MLflow run and its link); `--json` prints summary.json to stdout instead and sends
+the readable output to stderr.
+
+Exit status (cli.parser.EXIT_CODES):
+    0  the run finished and every image is done or quarantined
+    1  anything else: a storage fault that stopped the run, or an unexpected error
+    2  bad usage or configuration, `gani invert` without --profile included
+    3  a checkpoint is missing (every missing file of the profile listed, with its source),
+       corrupt, unsafe or does not fit; nothing was processed
+    4  the run finished but one or more images failed (a re-run retries them)
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
 import sys
-from pathlib import Path
+import time
+from typing import TextIO
+
+from cli.parser import build_parser
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_CHECKPOINT, EXIT_FAILED = 0, 1, 2, 3, 4
 # an OSError that stops a run because the output store cannot take writes: one line, exit 1
 STORAGE_ERRNOS = frozenset(getattr(errno, n) for n in (
     "ENOSPC", "EDQUOT", "EROFS", "EFBIG", "EACCES", "EPERM", "EIO") if hasattr(errno, n))
+# profiles that are not networks of a real domain: said out loud when `gani invert` uses one
+TRIAL_PROFILES = {"demo": "the 32-px testbed trained on procedural faces: real photos are "
+                          "outside its domain",
+                  "demo_random": "small random networks: reconstructions and edits of real "
+                                 "photos mean nothing"}
+
+__all__ = ["EXIT_OK", "EXIT_ERROR", "EXIT_CONFIG", "EXIT_CHECKPOINT", "EXIT_FAILED",
+           "build_parser", "exit_status", "main"]
 
 
-def _add_run_options(p: argparse.ArgumentParser, default_profile: str | None) -> None:
-    p.add_argument("--profile", default=default_profile,
-                   help="domain profile from params.yaml (ffhq, cars, church, horse, afhq_wild, "
-                        "demo: the trained testbed, demo_random: random networks)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one parameter, e.g. --set tune.steps=50 (repeatable)")
-    p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
+# --------------------------------------------------------------------------- checkpoints
+
+def checkpoint_records(data_dir: str, hash_files: bool) -> list[dict]:
+    """Every registry checkpoint with its state, source (Drive ids as URLs) and licence."""
+    from gani import checkpoints as ck
+    from gani.checkpoints.needs import source_text
+    from gani.checkpoints.store import checkpoint_dir
+
+    records = []
+    for st in ck.check_all(data_dir, hash_files=hash_files):
+        spec = st.spec
+        records.append({"name": spec.name, "kind": spec.kind, "domains": list(spec.domains),
+                        "file": spec.file, "state": st.state,
+                        "path": str(st.path) if st.path else None,
+                        "expected_at": str(checkpoint_dir(data_dir) / spec.file),
+                        "detail": st.detail, "source": source_text(spec.source),
+                        "licence": spec.licence, "size": spec.size, "sha256": spec.sha256,
+                        "note": spec.note})
+    return records
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gani", description="GANI StyleGAN2 inversion pipeline")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="run the whole pipeline on bundled demo data")
-    _add_run_options(demo, "demo")
-    demo.add_argument("--out", default="outputs/demo", help="output root (default outputs/demo)")
-
-    inv = sub.add_parser("invert", help="invert every image under INPUT (folder or s3:// prefix)")
-    inv.add_argument("input", help="local folder or s3://bucket/prefix of images")
-    inv.add_argument("--out", required=True, help="output root: local folder or s3:// URI")
-    inv.add_argument("--dataset", default=None, help="dataset name for MLflow (default: INPUT's name)")
-    _add_run_options(inv, None)
-
-    ck = sub.add_parser("checkpoints", help="list, verify or import pretrained checkpoints")
-    ck_sub = ck.add_subparsers(dest="action", required=True)
-    for action, text in (("list", "show known checkpoints and which are present"),
-                         ("verify", "hash every present checkpoint")):
-        a = ck_sub.add_parser(action, help=text)
-        a.add_argument("--data-dir", default="data")
-    imp = ck_sub.add_parser("import", help="copy checkpoint files into data/checkpoints and verify")
-    imp.add_argument("paths", nargs="+")
-    imp.add_argument("--name", default=None, help="registry name, when the file name differs")
-    imp.add_argument("--data-dir", default="data")
-    return parser
-
-
-def _print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*header)
-    for row in rows:
-        table.add_row(*row)
-    Console(width=160).print(table)
+def render_checkpoints(records: list[dict]) -> str:
+    """One block per checkpoint, every field whole (long sources and licences wrap in the
+    terminal instead of being cut)."""
+    blocks = []
+    for r in records:
+        where = r["path"] or f"{r['expected_at']} (expected)"
+        lines = [f"{r['name']}  [{r['state']}]  {r['kind']}, {', '.join(r['domains'])}",
+                 f"  file:    {where}",
+                 f"  source:  {r['source']}",
+                 f"  licence: {r['licence']}"]
+        if r["state"] not in ("missing",):
+            lines.append(f"  check:   {r['detail']}")
+        if r["note"]:
+            lines.append(f"  note:    {r['note']}")
+        blocks.append("\n".join(lines))
+    missing = sum(1 for r in records if r["state"] == "missing")
+    blocks.append(f"{len(records)} checkpoints, {missing} missing. Import downloaded files "
+                  f"with `gani checkpoints import FILE...`; `--json` for scripts.")
+    return "\n\n".join(blocks)
 
 
 def _checkpoints(args: argparse.Namespace) -> int:
@@ -89,14 +98,17 @@ def _checkpoints(args: argparse.Namespace) -> int:
             print(f"imported {s.spec.name} -> {s.path} [{s.state}: {s.detail}]")
         print("Next: `dvc add data && git add data.dvc && dvc push` to version and share them.")
         return EXIT_OK
-    statuses = ck.check_all(args.data_dir, hash_files=(args.action == "verify"))
-    rows = [(s.spec.name, s.spec.kind, ",".join(s.spec.domains), s.state,
-             str(s.path) if s.path else s.spec.file, s.detail) for s in statuses]
-    _print_table(rows, ("name", "kind", "domains", "state", "file", "detail"))
-    if args.action == "verify" and any(s.state == "corrupt" for s in statuses):
+    records = checkpoint_records(args.data_dir, hash_files=(args.action == "verify"))
+    if args.json:
+        print(json.dumps(records, indent=2))
+    else:
+        print(render_checkpoints(records))
+    if args.action == "verify" and any(r["state"] == "corrupt" for r in records):
         return EXIT_CHECKPOINT
     return EXIT_OK
 
+
+# --------------------------------------------------------------------------- runs
 
 def _check_uris(args: argparse.Namespace) -> None:
     from gani.config import check_uris
@@ -104,13 +116,105 @@ def _check_uris(args: argparse.Namespace) -> None:
     check_uris(INPUT=getattr(args, "input", None), **{"--out": args.out})
 
 
-def _run(args: argparse.Namespace) -> int:
+def chosen_profile(args: argparse.Namespace) -> tuple[str, str]:
+    """(profile, where it was chosen). `gani invert` takes it from --profile or from a
+    `profile:` key of the user's own parameters file (./params.yaml or --params), never
+    from the packaged defaults: running a guessed network on real photos is the one
+    mistake a run cannot show. ConfigError (exit 2), listing the profiles, otherwise."""
+    from gani.config import ConfigError, packaged_params_path, params_sources, read_params
+
+    if args.profile:
+        return args.profile, "--profile"
+    sources = params_sources(args.params)
+    if args.command == "demo":
+        return "demo", "gani demo"
+    for source in reversed(sources):
+        if source.resolve() != packaged_params_path().resolve():
+            found = read_params(source).get("profile")
+            if found:
+                return str(found), str(source)
+    from gani.config import read_layered_params
+
+    known = ", ".join(sorted(read_layered_params(args.params).get("profiles") or {}))
+    raise ConfigError(
+        f"gani invert needs --profile: which networks to run on the photos. Choose one of: "
+        f"{known} (ffhq, cars, church, horse, afhq_wild: real domains, their checkpoints "
+        f"imported first; demo, demo_random: trial networks, not for real photos). E.g. "
+        f"gani invert {args.input} --out {args.out} --profile ffhq")
+
+
+def run_header(args: argparse.Namespace, settings, chosen_by: str) -> list[str]:
+    """What the run will use, said before any work: profile (and who chose it), networks,
+    tuner, parameter files; a loud note for a trial profile on `gani invert`."""
+    from gani.config import params_sources
+    from gani.tuning.api import steps_of
+
+    m = settings.models
+    files = " + ".join("packaged defaults" if i == 0 else str(p)
+                       for i, p in enumerate(params_sources(args.params)))
+    lines = [f"profile {settings.profile} (from {chosen_by}): domain {settings.domain}, "
+             f"generator {m.generator.checkpoint} ({m.generator.size} px), encoder "
+             f"{m.encoder.checkpoint}, {steps_of(settings.tune.method, settings.tune)} "
+             f"{settings.tune.method} steps; parameters: {files}"
+             + (f" + {len(args.overrides)} --set" if args.overrides else "")]
+    if args.command == "invert" and settings.profile in TRIAL_PROFILES:
+        lines.append(f"NOTE: profile {settings.profile} is {TRIAL_PROFILES[settings.profile]}"
+                     f". For real photos use a domain profile (ffhq, cars, church, horse, "
+                     f"afhq_wild) with its checkpoints (`gani checkpoints list`).")
+    return lines
+
+
+class RunConsole:
+    """The run's display and logging for its duration (cli/console.py): the bar or lines
+    subscribed to `flows.progress`, Prefect's and MLflow's set-up lines hidden unless
+    --verbose."""
+
+    def __init__(self, stream: TextIO, verbose: bool):
+        self.stream = stream
+        self.verbose = verbose
+        self.display = None
+        self._unsubscribe = self._restore = None
+
+    def __enter__(self) -> "RunConsole":
+        if self.verbose:
+            return self          # Prefect's handler and the flow's own [n/N] lines
+        from cli.console import Display, quiet_logging
+        from flows import progress
+
+        self.display = Display(self.stream)
+        self._restore = quiet_logging(self.display)
+        self._unsubscribe = progress.subscribe(self.display)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.display is not None:
+            self.display.close()
+            self._unsubscribe()
+            self._restore()
+
+
+def _flows_quiet(verbose: bool) -> None:
+    """Before Prefect and MLflow are imported: MLflow's INFO set-up lines off unless
+    --verbose (its loggers read MLFLOW_LOGGING_LEVEL when first imported)."""
+    if not verbose:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def _run(args: argparse.Namespace) -> tuple[int, dict]:
+    """Run `gani demo` / `gani invert`: (exit status, the run's summary)."""
+    from gani.checkpoints.needs import require_all
     from gani.config import load_settings
 
     _check_uris(args)
-    settings = load_settings(args.params, args.profile, args.overrides)
+    profile, chosen_by = chosen_profile(args)
+    settings = load_settings(args.params, profile, args.overrides)
+    require_all(settings)            # every missing file listed, before anything starts
+    for line in run_header(args, settings, chosen_by):
+        print(line)
+    _flows_quiet(args.verbose)
     from cli.server import temporary_server
 
+    t0 = time.perf_counter()
     summary = None
     if args.command == "demo":  # a re-run with nothing to do is answered from disk
         from flows.demo import finished_demo
@@ -120,16 +224,17 @@ def _run(args: argparse.Namespace) -> int:
         with temporary_server():     # none outlives this process (cli/server.py)
             from flows.invert import run_demo, run_invert
 
-            if args.command == "demo":
-                summary = run_demo(settings, output_uri=args.out)
-            else:
-                summary = run_invert(args.input, args.out, settings,
-                                     dataset_name=args.dataset)
-    shown = {k: summary[k] for k in ("counts", "output", "tracking", "tracking_failed",
-                                     "tracking_error")
-             if k in summary}
-    print(json.dumps(shown, indent=2))
-    return exit_status(summary)
+            with RunConsole(sys.stdout, args.verbose):
+                if args.command == "demo":
+                    summary = run_demo(settings, output_uri=args.out)
+                else:
+                    summary = run_invert(args.input, args.out, settings,
+                                         dataset_name=args.dataset)
+            if args.command == "invert":
+                from flows.report import report
+
+                print(report(summary, settings, time.perf_counter() - t0))
+    return exit_status(summary), summary
 
 
 def exit_status(summary: dict) -> int:
@@ -148,9 +253,12 @@ def exit_status(summary: dict) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Prefect's console log (progress, task states) goes to stdout: stderr carries only
-    # the run's error lines, one per problem (docs/output-contract.md#exit-status)
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM", "ext://sys.stdout")
+    as_json = args.command != "checkpoints" and args.json
+    # Prefect's console log (--verbose) goes to stdout: stderr carries only the run's error
+    # lines, one per problem (docs/output-contract.md#exit-status); with --json stdout is
+    # the summary alone and everything a person reads goes to stderr
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_STREAM",
+                          "ext://sys.stderr" if as_json else "ext://sys.stdout")
     from gani.checkpoints import (CheckpointCorruptError, CheckpointLoadError,
                                   CheckpointMissingError)
     from cli.server import ServerStartError, Terminated
@@ -160,7 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "checkpoints":
             return _checkpoints(args)
-        return _run(args)
+        if as_json:
+            with contextlib.redirect_stdout(sys.stderr):
+                code, summary = _run(args)
+            print(json.dumps(summary, indent=2, default=str))
+            return code
+        return _run(args)[0]
     except ConfigError as exc:
         print(f"error: {redact_text(exc)}", file=sys.stderr)
         return EXIT_CONFIG

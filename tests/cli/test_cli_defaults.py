@@ -1,0 +1,69 @@
+"""The default parameters ship inside the package (issue 16, CLI): an installed `gani` runs
+in any folder, a params.yaml in the working directory or `--params` is merged on top, and
+the packaged file cannot drift from the repository's params.yaml."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from gani.config import (ConfigError, load_settings, packaged_params_path, params_sources,
+                         settings_hash)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_packaged_defaults_are_the_repository_params_yaml():
+    """One file, not a copy: gani/config/params.yaml links to the repository's params.yaml
+    (a checkout without symlinks would fail here, not drift silently)."""
+    packaged = packaged_params_path()
+    assert packaged.read_bytes() == (ROOT / "params.yaml").read_bytes()
+    assert (ROOT / "gani" / "config" / "params.yaml").is_symlink()
+    assert packaged.resolve() == (ROOT / "params.yaml").resolve()
+
+
+def test_packaging_declares_the_defaults():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "params.yaml" in meta["tool"]["setuptools"]["package-data"]["gani.config"]
+
+
+def test_settings_resolve_in_a_folder_without_params_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert params_sources() == [packaged_params_path()]
+    here = load_settings(None, "demo_random")
+    repo = load_settings(ROOT / "params.yaml", "demo_random")
+    assert settings_hash(here) == settings_hash(repo)
+
+
+def test_a_local_params_yaml_only_needs_the_keys_it_changes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("tune:\n  log_every: 3\n"
+                                          "profiles:\n  demo_random:\n    tune: {steps: 7}\n")
+    s = load_settings(None, "demo_random")
+    assert params_sources() == [packaged_params_path(), Path("params.yaml")]
+    assert s.tune.steps == 7 and s.tune.log_every == 3
+    base = load_settings(ROOT / "params.yaml", "demo_random")
+    assert s.models == base.models and s.edit == base.edit      # the rest: the defaults
+    # --params names another file: merged the same way; a missing one is an error
+    other = tmp_path / "night.yaml"
+    other.write_text("profiles:\n  demo_random:\n    tune: {steps: 9}\n")
+    assert load_settings(other, "demo_random").tune.steps == 9
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.yaml", "demo_random")
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_defaults(tmp_path):
+    """A built wheel holds gani/config/params.yaml with the repository file's content (the
+    symlink is followed), so `pip install` gives a `gani` that needs no checkout."""
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
+                        "--no-build-isolation", "-q", "-w", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    [wheel] = list(tmp_path.glob("*.whl"))
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read("gani/config/params.yaml") == (ROOT / "params.yaml").read_bytes()

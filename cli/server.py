@@ -130,6 +130,9 @@ def stop(proc: Optional[subprocess.Popen]) -> None:
         proc.wait()
 
 
+_WAKEUP_SOCKETS: list[socket.socket] = []
+
+
 def _watch_sigterm(proc: subprocess.Popen) -> None:
     """SIGTERM ends the command within a second even while a flow runs: Prefect's flow
     engine swaps in its own SIGTERM handler and then waits for the running task threads
@@ -144,6 +147,9 @@ def _watch_sigterm(proc: subprocess.Popen) -> None:
         signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
     except (ValueError, OSError):
         return
+    # the kernel only knows the fd number: the socket objects must live as long as the
+    # process (a collected `w` closes the fd; the signal byte then goes nowhere, EINVAL)
+    _WAKEUP_SOCKETS.extend((r, w))
 
     def watch() -> None:
         while True:

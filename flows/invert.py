@@ -195,8 +195,8 @@ def _tracking_fields(tasks: Tasks, track: Optional[TrackingRun], items: list[Ima
     if track is None:
         return {"tracking": "disabled", "tracking_failed": [], "tracking_error": None}, False
     rec = reconcile(tasks, track, items, s)
-    complete = bool(track.parent) and not rec["tracking_failed"] and not rec["pending"]
-    return {"tracking": "ok" if complete else "incomplete" if track.parent else "unavailable",
+    complete = track.opened and not rec["tracking_failed"] and not rec["pending"]
+    return {"tracking": "ok" if complete else "incomplete" if track.opened else "unavailable",
             "tracking_failed": rec["tracking_failed"],
             "tracking_error": None if complete else track.error}, complete
 

@@ -28,6 +28,9 @@ def begin_tracking(tasks: Tasks, settings: Settings, dataset: str, input_uri: st
     uri = settings.tracking.uri
     state, was_finished = next_state(settings, dataset, input_uri, output_uri, flow_run_id,
                                      {i.image_id for i in todo})
+    if not state["scope"]:   # nothing to process and no unfinished logical run to complete
+        print("MLflow: nothing to process or log; no parent run opened")
+        return TrackingRun(uri=uri, output_uri=output_uri, state=state, idle=True)
     write_state(output_uri, state)  # before MLflow: the scope survives an outage
     track = TrackingRun(uri=uri, output_uri=output_uri, state=state)
     try:
@@ -106,7 +109,10 @@ def close_tracking(tasks: Tasks, track: TrackingRun, settings: Settings, summary
                    items: list[ImageItem], complete: bool) -> str:
     """Close the parent: FINISHED when the logical run is `complete` (every scope image
     final and logged), else FAILED so that the next run resumes it. Returns the tracking
-    state for summary.json: ok | incomplete | unavailable."""
+    state for summary.json: ok | incomplete | unavailable (ok for an idle run: nothing to
+    log, no parent)."""
+    if track.idle:
+        return "ok"
     if not track.parent:
         return "unavailable"
     status = "FINISHED" if complete else "FAILED"

@@ -9,10 +9,17 @@ to S3).
 
 Duplicate rule: the child of an image is the one active run under the parent with that
 `image_id`. Logging an image again (a retried task, a resumed run, reconcile) keeps a
-complete child (FINISHED/FAILED with the same `content_key` and `state` tags) untouched
-and replaces anything else (a child a kill left RUNNING, one of an earlier attempt in
-another state, an accidental duplicate): it is set KILLED and deleted, then a fresh child
-is logged.
+complete child (the terminal status of its state, `gani.complete`, the same `content_key`
+and `state` tags) untouched and replaces anything else (a child a kill left RUNNING, one
+of an earlier attempt in another state, an accidental duplicate): it is set KILLED and
+deleted, then a fresh child is logged.
+
+How it looks in the UI (docs/mlflow.md): the experiment is tagged as a classic
+model-development experiment (`EXPERIMENT_KIND`), every run has a description
+(`mlflow.note.content`), a child's status tells its image's state (`CHILD_STATUS`: done
+FINISHED, quarantined KILLED, failed FAILED), its images are logged with `log_image` under
+stable keys (MLflow's image grid, compared across runs) and its metric names mean one thing
+(`METRIC_NAMES`: a child's `tune_seconds`, the parent's `wall_seconds`).
 """
 from __future__ import annotations
 
@@ -27,6 +34,27 @@ from gani import faults
 
 PARENT_KIND = "dataset-run"
 CHILD_KIND = "image"
+
+# MLflow 3's UI shows an experiment as GenAI (traces, evaluations) or as classic model
+# development (runs table with metrics, charts, compare) after this experiment tag; the
+# values are the UI's ExperimentKind (mlflow/server/js, `mlflow.experimentKind`;
+# mlflow/demo/generators/traces.py sets "genai_development" the same way). Servers whose
+# UI has the global GenAI / Machine learning switch also take `?workflowType=
+# machine_learning` in the URL (`ui_link`).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+NOTE_TAG = "mlflow.note.content"          # a run's or experiment's description (markdown)
+COMPLETE_TAG = "gani.complete"            # set last, just before the run is terminated
+
+# An image's final state -> its child run's status: a quarantined image (a bad input, not
+# retried while the file and settings stay the same) is KILLED: stopped on purpose, not an
+# error of the pipeline (FAILED, retried by the next run), not a result (FINISHED).
+CHILD_STATUS = {"done": "FINISHED", "quarantined": "KILLED", "failed": "FAILED"}
+
+# metrics.json keys -> their MLflow names, so that one name means one thing: the tuning
+# time of one image is `tune_seconds` (child; `mean_tune_seconds` on the parent), the whole
+# night's wall time `wall_seconds` (parent).
+METRIC_NAMES = {"seconds": "tune_seconds"}
 
 # MLflow's HTTP client retries each request 7 times with backoff factor 2 and a 120 s
 # timeout (minutes per call) by default. The pipeline retries whole log tasks itself
@@ -94,6 +122,20 @@ def _batches(items: list, size: int) -> Iterable[list]:
         yield items[i:i + size]
 
 
+def mlflow_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """metrics.json keys under their MLflow names (`METRIC_NAMES`), with `prefix`."""
+    return {prefix + METRIC_NAMES.get(k, k): v for k, v in metrics.items()}
+
+
+def ui_link(ui_base: str, experiment_id: str, run_id: Optional[str] = None) -> str:
+    """The MLflow UI address of an experiment (or one of its runs) in the classic
+    model-development view: `<ui>/#/experiments/<id>[/runs/<run>]?workflowType=...`."""
+    page = f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}"
+    if run_id:
+        page += f"/runs/{run_id}"
+    return page + "?workflowType=machine_learning"
+
+
 @dataclass
 class ChildRun:
     run_id: str
@@ -102,8 +144,10 @@ class ChildRun:
     start_time: int = 0
 
     def complete(self, content_key: str, state: str) -> bool:
-        """Fully logged (terminated) for this content and state."""
-        return (self.status in ("FINISHED", "FAILED")
+        """Fully logged for this content and state: terminated with its state's status
+        (`CHILD_STATUS`) after everything was logged (`COMPLETE_TAG`)."""
+        return (self.status == CHILD_STATUS.get(state, "FINISHED")
+                and self.tags.get(COMPLETE_TAG) == "1"
                 and self.tags.get("content_key") == content_key
                 and self.tags.get("state") == state)
 
@@ -118,17 +162,25 @@ class Tracker:
 
     # ---------------------------------------------------------------- experiment / parent
 
-    def experiment_id(self, name: str) -> str:
+    def experiment_id(self, name: str, description: str = "") -> str:
+        """The experiment's id, created (or restored) when needed, with its kind
+        (`EXPERIMENT_KIND`, so the UI opens the runs table) and description."""
         from mlflow.exceptions import MlflowException
 
+        tags = {"gani.kind": "dataset", EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        if description:
+            tags[NOTE_TAG] = description
         with self.lock:
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
                 if exp.lifecycle_stage == "deleted":
                     self.client.restore_experiment(exp.experiment_id)
+                for key, value in tags.items():   # experiments created by earlier versions
+                    if key not in exp.tags:
+                        self.client.set_experiment_tag(exp.experiment_id, key, value)
                 return exp.experiment_id
             try:
-                return self.client.create_experiment(name, tags={"gani.kind": "dataset"})
+                return self.client.create_experiment(name, tags=tags)
             except MlflowException:  # created meanwhile by another worker
                 exp = self.client.get_experiment_by_name(name)
                 if exp is None:
@@ -137,6 +189,7 @@ class Tracker:
 
     def start_parent(self, experiment_id: str, run_name: str, tags: Mapping[str, str],
                      params: Mapping[str, str]) -> str:
+        """A new parent run with its tags (the description among them) and params."""
         with self.lock:
             run = self.client.create_run(experiment_id, run_name=run_name,
                                          tags={"gani.kind": PARENT_KIND, **tags})
@@ -203,26 +256,20 @@ class Tracker:
                                       if k not in run.data.params})
 
     def finish_parent(self, run_id: str, summary: Mapping[str, Any],
-                      rows: list[Mapping[str, Any]], status: str = "FINISHED") -> None:
-        """Aggregate metrics, the per-image table (`images.json`) and `summary.json`."""
-        from mlflow.entities import Metric
+                      rows: list[Mapping[str, Any]], status: str = "FINISHED",
+                      description: str = "") -> None:
+        """Aggregate metrics, the per-image table (`images.json`), `summary.json` and the
+        final description (counts and means)."""
+        from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        metrics = {f"mean_{k}": v for k, v in (summary.get("means") or {}).items()}
-        metrics.update({f"e4e_mean_{k}": v for k, v in (summary.get("e4e_means") or {}).items()})
-        metrics.update({f"n_{k}": v for k, v in (summary.get("counts") or {}).items()})
-        for k in ("processed", "skipped", "seconds"):
-            if k in summary:
-                metrics[k] = summary[k]
-        metrics["n_tracking_failed"] = len(summary.get("tracking_failed") or [])
-        batch = [Metric(k, v, now, 0) for k, v in sorted(finite(metrics).items())]
-        columns = ["image_id", "state", "reason", "l2", "ms_ssim", "lpips", "id",
-                   "locality_l2", "locality_lpips", "seconds", "peak_mem_bytes", "e4e_l2",
-                   "child_run_id"]
-        table = {c: [r.get(c) for r in rows] for c in columns}
+        batch = [Metric(k, v, now, 0) for k, v in sorted(finite(parent_metrics(summary)).items())]
+        table = {c: [r.get(c) for r in rows] for c in IMAGE_TABLE_COLUMNS}
+        table["tune_seconds"] = [r.get("seconds") for r in rows]
         with self.lock:
-            if batch:
-                self.client.log_batch(run_id, metrics=batch)
+            if batch or description:
+                self.client.log_batch(run_id, metrics=batch, tags=[RunTag(NOTE_TAG, description)]
+                                      if description else ())
             if rows:
                 self.client.log_table(run_id, data=table, artifact_file="images.json")
             self.client.log_dict(run_id, dict(summary), "summary.json")
@@ -268,12 +315,17 @@ class Tracker:
 
     def log_image(self, parent_run_id: str, image_id: str, *, tags: Mapping[str, str],
                   metrics: Mapping[str, Any], loss_curve: Iterable[float] = (),
-                  artifacts: Mapping[str, str] = {}, state: str = "done") -> str:
+                  artifacts: Mapping[str, str] = {}, state: str = "done",
+                  params: Mapping[str, str] = {}, images: Mapping[str, Any] = {},
+                  description: str = "") -> str:
         """Create the child run of `image_id` and log everything; returns its id.
 
         A complete child with the same content key and state is kept as it is (nothing is
         logged twice); any other child of the image under this parent is replaced (module
-        doc). artifacts: {local file: the run's folder to put it in}.
+        doc). metrics: metrics.json keys (renamed by `METRIC_NAMES`); artifacts: {local
+        file: the run's folder to put it in}; images: {key: PIL image}, logged with MLflow's
+        `log_image(key=, step=0)` (the run's and the compare view's image grid);
+        description: the run's `mlflow.note.content`.
         """
         content_key = str(tags.get("content_key", ""))
         with self.lock:
@@ -293,10 +345,17 @@ class Tracker:
                       "gani.kind": CHILD_KIND}).info.run_id
             if faults.ACTIVE:
                 faults.hit("child_run")
-            self._log_child(rid, {**tags, "state": state}, metrics, loss_curve)
+            child_tags = {**tags, "state": state}
+            if description:
+                child_tags[NOTE_TAG] = description
+            self._log_child(rid, child_tags, mlflow_metrics(metrics), loss_curve)
+            self._log_params(rid, params)
+            for key, image in images.items():
+                self.client.log_image(rid, image, key=key, step=0)
             for path, folder in artifacts.items():
                 self.client.log_artifact(rid, path, folder or None)
-            self.client.set_terminated(rid, "FAILED" if state == "failed" else "FINISHED")
+            self.client.set_tag(rid, COMPLETE_TAG, "1")
+            self.client.set_terminated(rid, CHILD_STATUS.get(state, "FINISHED"))
         return rid
 
     def _log_child(self, run_id: str, tags: Mapping[str, str], metrics: Mapping[str, Any],
@@ -310,6 +369,30 @@ class Tracker:
         run_tags = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
         for i, chunk in enumerate(_batches(batch, 1000) if batch else [[]]):
             self.client.log_batch(run_id, metrics=chunk, tags=run_tags if i == 0 else ())
+
+
+# the columns of the parent's per-image table (images.json), as metrics.json names them
+# except `tune_seconds` (metrics.json `seconds`)
+IMAGE_TABLE_COLUMNS = ["image_id", "state", "reason", "l2", "ms_ssim", "lpips", "id",
+                       "locality_l2", "locality_lpips", "peak_mem_bytes", "e4e_l2",
+                       "child_run_id"]
+
+
+def parent_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The parent's metrics from summary.json: `mean_<metric>` / `e4e_mean_<metric>` over
+    the done images (`mean_tune_seconds`: the mean tuning time of one image), `n_<state>`,
+    `processed`, `skipped`, `n_tracking_failed` and `wall_seconds` (the night's wall time,
+    summary.json `seconds`)."""
+    metrics = mlflow_metrics(summary.get("means") or {}, "mean_")
+    metrics.update(mlflow_metrics(summary.get("e4e_means") or {}, "e4e_mean_"))
+    metrics.update({f"n_{k}": v for k, v in (summary.get("counts") or {}).items()})
+    for k in ("processed", "skipped"):
+        if k in summary:
+            metrics[k] = summary[k]
+    if "seconds" in summary:
+        metrics["wall_seconds"] = summary["seconds"]
+    metrics["n_tracking_failed"] = len(summary.get("tracking_failed") or [])
+    return metrics
 
 
 def experiment_name(template: str, dataset: str, profile: str) -> str:

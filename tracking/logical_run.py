@@ -20,9 +20,11 @@ process) and whether it finished.
   final and logged; otherwise it ends FAILED (or stays RUNNING when MLflow is unreachable)
   and the next run resumes and reconciles it.
 
-Child run of an image (`log_image`): the metric keys of metrics.json, plus e4e_* for the
-encoder alone, the tuning loss curve as steps of `tune_loss`, tags (content key, state,
-reason, method) and the image's artifacts in folders named after the stage that wrote them
+Child run of an image (`log_image`): the metric keys of metrics.json (`seconds` as
+`tune_seconds`), plus e4e_* for the encoder alone, the tuning loss curve as steps of
+`tune_loss`, the params that tell results apart (`meta.child_params`), a description and
+its images by key (`describe`), tags (content key, state, reason, method) and the image's
+artifacts in folders named after the stage that wrote them
 (`align/aligned.png`, `encode/e4e.png`, `tune/recon.png`, `edit/edits.png`,
 `evaluate/metrics.json`, ...: `gani.stages.layout.ARTIFACTS`; docs/pipeline.md, "What a
 run writes").
@@ -47,8 +49,9 @@ from gani.stages import ImageItem, Layout, image_rows
 from gani.stages.layout import ARTIFACTS, STATES
 from gani.stages.plan import result_hash
 
-from .client import ChildRun, Tracker, experiment_name
-from .meta import dvc_data_version, git_commit, settings_params
+from . import describe
+from .client import NOTE_TAG, ChildRun, Tracker, experiment_name
+from .meta import child_params, dvc_data_version, git_commit, settings_params
 
 STATE_FILE = ".gani-tracking.json"
 
@@ -70,6 +73,13 @@ class TrackingRun:
     resumed: bool = False
     error: Optional[str] = None
     logged: set = field(default_factory=set)       # children logged by this flow run
+    idle: bool = False    # nothing to process or log: no parent run is opened (an empty
+                          # parent per quiet night would bury the nights that did something)
+
+    @property
+    def opened(self) -> bool:
+        """Tracking is fine for this flow run: a parent is open, or none was needed."""
+        return bool(self.parent) or self.idle
 
     @property
     def scope(self) -> list[str]:
@@ -136,11 +146,15 @@ def open_parent(settings: Settings, dataset: str, input_uri: str, output_uri: st
     key, else a new one. Returns {"run_id", "resumed", "previous_finished"}."""
     tracker = Tracker(settings.tracking.uri)
     name = experiment_name(settings.tracking.experiment, dataset, settings.profile)
-    exp = tracker.experiment_id(name)
+    exp = tracker.experiment_id(name, describe.experiment_description(name, dataset,
+                                                                      settings.profile))
     key = logical_run_key(name, input_uri, output_uri, result_hash(settings))
     tags = _parent_tags(settings, dataset, input_uri, output_uri, flow_run_id, n_images,
                         n_todo, key)
-    params = settings_params(settings)
+    tags[NOTE_TAG] = describe.parent_description(
+        dataset, settings.profile, settings.tune.method, _steps(settings),
+        tags["input"], tags["output"], n_images, n_todo)
+    params = {**settings_params(settings), "params_hash": result_hash(settings)}
     previous_finished = False
     candidates: list[str] = []
     if resume_run_id:
@@ -162,6 +176,11 @@ def open_parent(settings: Settings, dataset: str, input_uri: str, output_uri: st
     return {"run_id": rid, "resumed": False, "previous_finished": previous_finished}
 
 
+def _steps(settings: Settings) -> int:
+    """The steps the tuning method runs (e4e: none; gani.tuning.api.steps_of)."""
+    return 0 if settings.tune.method == "e4e" else settings.tune.steps
+
+
 def finish_parent(settings: Settings, parent_run_id: str, summary: dict,
                   items: list[ImageItem], output_uri: str, status: str = "FINISHED") -> None:
     """Aggregate metrics, the per-image table (with each child's run id) and summary.json
@@ -171,7 +190,9 @@ def finish_parent(settings: Settings, parent_run_id: str, summary: dict,
     children = tracker.child_runs(parent_run_id)
     for row in rows:
         row["child_run_id"] = children.get(row["image_id"])
-    tracker.finish_parent(parent_run_id, summary, rows, status=status)
+    opening = tracker.client.get_run(parent_run_id).data.tags.get(NOTE_TAG, "")
+    tracker.finish_parent(parent_run_id, summary, rows, status=status,
+                          description=describe.final_parent_description(opening, summary))
 
 
 # --------------------------------------------------------------------------- children
@@ -192,6 +213,12 @@ def log_image(item: ImageItem, output_uri: str, settings: Settings, parent_run_i
             curve = info.get("loss_curve") or []
     tags = {"image_id": item.image_id, "source": item.rel[:500], "content_key": item.key,
             "method": settings.tune.method, "reason": status.get("reason") or ""}
+    description = describe.child_description(
+        state, status.get("reason"), status.get("detail"), item.rel, metrics,
+        {k[4:]: v for k, v in metrics.items() if k.startswith("e4e_")},
+        settings.tune.method, _steps(settings))
+    images = describe.child_images(layout, item.image_id, item.source, state,
+                                   status.get("reason"))
     with tempfile.TemporaryDirectory(prefix="gani-mlflow-") as tmp:
         files: dict[str, str] = {}
         for artifact, (stage, name) in ARTIFACTS.items():
@@ -204,7 +231,8 @@ def log_image(item: ImageItem, output_uri: str, settings: Settings, parent_run_i
             files[str(local)] = stage
         return Tracker(settings.tracking.uri).log_image(
             parent_run_id, item.image_id, tags=tags, metrics=metrics, loss_curve=curve,
-            artifacts=files, state=state)
+            artifacts=files, state=state, params=child_params(settings, result_hash(settings)),
+            images=images, description=description)
 
 
 def list_children(settings: Settings, parent_run_id: str) -> dict[str, list[dict]]:

@@ -60,3 +60,28 @@ def dvc_data_version(dvc_file: str | os.PathLike = "data.dvc") -> str:
         return str(outs[0].get("md5") or "unknown")
     except (yaml.YAMLError, AttributeError, IndexError):
         return "unknown"
+
+
+def method_lr(settings) -> float | None:
+    """The learning rate of the tuning method that runs (None for e4e, which runs none)."""
+    tune = settings.tune
+    return {"gani": tune.optimizer.lr, "pti": tune.pti.lr, "wplus_projection": tune.projection.lr,
+            "w_projection": tune.projection.lr}.get(tune.method)
+
+
+def child_params(settings, params_hash: str) -> dict[str, str]:
+    """The params of an image's child run: what tells two images' results apart in MLflow's
+    compare-runs and parallel-coordinates views (the parent has every setting)."""
+    tune = settings.tune
+    params = {"profile": settings.profile, "params_hash": params_hash,
+              "domain": settings.domain, "tune.method": tune.method,
+              "tune.steps": 0 if tune.method == "e4e" else tune.steps,
+              "tune.lr": method_lr(settings), "tune.seed": tune.seed,
+              "tune.precision": tune.precision, "encode.method": settings.encode.method,
+              "models.generator": settings.models.generator.checkpoint,
+              "models.generator.size": settings.models.generator.size,
+              "models.encoder": settings.models.encoder.checkpoint}
+    if tune.method == "gani":
+        params.update({"tune.gmm.blocks": tune.gmm.blocks, "tune.gmm.reading": tune.gmm.reading,
+                       "tune.gmm.sharing": tune.gmm.sharing})
+    return {k: "" if v is None else str(v) for k, v in params.items()}

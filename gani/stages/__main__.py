@@ -6,11 +6,13 @@
     python -m gani.stages tune     --input outputs/dvc/input --root outputs/dvc
     python -m gani.stages edit     --input outputs/dvc/input --root outputs/dvc
     python -m gani.stages evaluate --input outputs/dvc/input --root outputs/dvc \\
-        --metrics outputs/dvc/metrics.json --plots outputs/dvc/plots
+        --metrics outputs/dvc/metrics.json --timing outputs/dvc/timing.json \\
+        --plots outputs/dvc/plots
 
 Each stage writes under `<root>/<stage>/<image_id>/` (DVC outs must not overlap) and reads
-the earlier stages' folders. Options: --profile (default: params.yaml's `profile`),
---params, --set key=value (repeatable), --data-dir.
+the earlier stages' folders. evaluate also writes the DVC metrics (quality only), the
+timing (not a DVC metric) and the plot data (gani/stages/dvc_files.py). Options: --profile
+(default: params.yaml's `profile`), --params, --set key=value (repeatable), --data-dir.
 """
 from __future__ import annotations
 
@@ -27,29 +29,6 @@ def _stage_layout(root: str) -> Layout:
     return Layout(io.join(root, "evaluate"), {s: io.join(root, s) for s in STAGES})
 
 
-def _write_dvc_files(summary: dict, rows: list[dict], metrics_path: str | None,
-                     plots_dir: str | None, layout: Layout) -> None:
-    if metrics_path:
-        metrics = {"counts": summary["counts"], "means": summary["means"],
-                   "e4e_means": summary["e4e_means"]}
-        io.write_json(metrics_path, metrics)
-    if plots_dir:
-        per_image = [{"image": k, "image_id": r["image_id"], "l2": r.get("l2"), "e4e_l2": r.get("e4e_l2"),
-                      "ms_ssim": r.get("ms_ssim"), "e4e_ms_ssim": r.get("e4e_ms_ssim"),
-                      "lpips": r.get("lpips"), "e4e_lpips": r.get("e4e_lpips"),
-                      "locality_l2": r.get("locality_l2")}
-                     for k, r in enumerate(r for r in rows if r["state"] == "done")]
-        loss = []
-        for r in rows:
-            if r["state"] != "done":
-                continue
-            info = io.read_json(layout.uri(r["image_id"], "tune_info")) or {}
-            loss += [{"image_id": r["image_id"], "step": i, "loss": v}
-                     for i, v in enumerate(info.get("loss_curve") or [])]
-        io.write_json(io.join(plots_dir, "per_image.json"), per_image)
-        io.write_json(io.join(plots_dir, "loss.json"), loss)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gani.stages", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default="data")
     p.add_argument("--metrics", default=None, help="evaluate: DVC metrics file to write")
     p.add_argument("--plots", default=None, help="evaluate: folder for DVC plot data")
+    p.add_argument("--timing", default=None,
+                   help="evaluate: tuning time and memory file (not a DVC metric)")
     args = p.parse_args(argv)
 
     if args.stage == "demo-data":
@@ -91,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                         data_dir=args.data_dir)
     if args.stage == "evaluate":
         summary = summarize_run(out, layout, settings, processed=len(out), skipped=0)
-        _write_dvc_files(summary, image_rows(out, layout), args.metrics, args.plots, layout)
+        from .dvc_files import write_dvc_files
+
+        write_dvc_files(summary, image_rows(out, layout), layout, args.metrics, args.plots,
+                        args.timing)
         print(json.dumps({"counts": summary["counts"], "means": summary["means"]}, indent=2))
     else:
         states = {}

@@ -54,8 +54,22 @@ def test_flow_logs_parent_and_child_runs(prefect_api, mlflow_sqlite, tmp_path, s
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     done = by_id["astronaut"]
     assert done.data.tags["state"] == "done"
-    assert set(done.data.metrics) >= {"l2", "ms_ssim", "locality_l2", "seconds", "e4e_l2",
-                                      "tune_loss"}
+    assert set(done.data.metrics) >= {"l2", "ms_ssim", "locality_l2", "tune_seconds",
+                                      "e4e_l2", "tune_loss"}
+    assert "seconds" not in done.data.metrics                  # one meaning per name
+    assert "wall_seconds" in parent.data.metrics and "seconds" not in parent.data.metrics
+    assert "mean_tune_seconds" in parent.data.metrics
+    # params for compare-runs / parallel coordinates, on the child and the parent
+    assert done.data.params["tune.method"] == "gani" and done.data.params["tune.steps"] == "2"
+    assert done.data.params["profile"] == "demo_random"
+    assert done.data.params["params_hash"] == parent.data.params["params_hash"] \
+        == tags["params_hash"]
+    # descriptions, the classic (model-development) experiment view
+    assert "done" in done.data.tags["mlflow.note.content"]
+    assert "1 quarantined" in client.get_run(parent.info.run_id).data.tags["mlflow.note.content"]
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    # images by key (MLflow's image grid across runs), the plain files kept
+    assert done.info.status == "FINISHED"
     history = client.get_metric_history(done.info.run_id, "tune_loss")
     assert [m.step for m in history] == [0, 1, 2]
 
@@ -69,16 +83,23 @@ def test_flow_logs_parent_and_child_runs(prefect_api, mlflow_sqlite, tmp_path, s
     assert {"align/aligned.png", "encode/e4e.png", "tune/recon.png", "evaluate/compare.png",
             "edit/edits.png", "tune/latent.pt", "tune/tuned.safetensors",
             "evaluate/metrics.json", "evaluate/status.json"} <= got
+    image_keys = {p.split("/")[1].split("+step")[0] for p in got if p.startswith("images/")}
+    assert {"input", "e4e_start", "tuned", "compare", "edits", "loss"} <= image_keys
     quarantined = by_id["chelsea"]
     assert quarantined.data.tags["state"] == "quarantined"
     assert quarantined.data.tags["reason"] == "no_face"
+    assert quarantined.info.status == "KILLED"                 # not a green Finished
+    assert "no_face" in quarantined.data.tags["mlflow.note.content"]
+    assert any(p.startswith("images/input") for p in files(quarantined.info.run_id))
 
-    # same inputs and params again: nothing recomputed, a new parent run without children
+    # same inputs and params again: nothing recomputed, and no empty parent run
     again = run_invert(str(data), str(out), settings)
     assert again["processed"] == 0 and again["skipped"] == 3
     assert again["counts"] == summary["counts"]
+    assert again["tracking"] == "ok" and again["mlflow_run_id"] is None
     runs = client.search_runs([exp.experiment_id])
     assert len([r for r in runs if r.data.tags.get("gani.kind") == "image"]) == 3
+    assert len([r for r in runs if r.data.tags.get("gani.kind") == "dataset-run"]) == 1
 
 
 def test_shards_gpu_slots_retries_and_failures(prefect_api, tmp_path, shrink, tiny_settings,

@@ -288,7 +288,9 @@ def audit_mlflow(uri: str, experiment: str, out: Path, ids: list[str],
             continue
         child = children[i][0]
         status = json.loads((out / i / "status.json").read_text())
-        expect = "FAILED" if status["state"] == "failed" else "FINISHED"
+        from tracking.client import CHILD_STATUS
+
+        expect = CHILD_STATUS[status["state"]]
         if (child.info.status != expect or child.data.tags.get("state") != status["state"]
                 or child.data.tags.get("content_key") != status["key"]):
             wrong.append(i)

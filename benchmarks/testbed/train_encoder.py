@@ -79,6 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="training device (cuda on a GPU machine); "
+                    "the evaluation runs on the CPU")
     ap.add_argument("--ckpt-every", type=int, default=200)
     for f in EncoderConfig.__dataclass_fields__.values():
         ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
@@ -99,14 +101,15 @@ def main(argv=None) -> int:
             if state.exists():
                 ap.error(f"{state} exists: pass --resume to continue it")
             cfg = EncoderConfig(**{k: getattr(args, k) for k in EncoderConfig.__dataclass_fields__})
-        trainer = EncoderTrainer(G, cfg)
+        trainer = EncoderTrainer(G, cfg, device=args.device)
         if args.resume:
             trainer.load_state(st)
             print(f"resumed at step {trainer.step}", flush=True)
         log = open(run / "encoder_log.jsonl", "a")
         log.write(json.dumps({"event": "start", "step": trainer.step,
                               "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                              "hardware": hardware(args.threads)}) + "\n")
+                              "hardware": hardware(args.threads),
+                              "device": args.device}) + "\n")
         t_end = time.time() + 60 * args.minutes
 
         def on_log(r):
@@ -127,7 +130,7 @@ def main(argv=None) -> int:
         log.close()
         print(f"stopped at step {trainer.step} ({trainer.elapsed / 60:.1f} train-minutes)",
               flush=True)
-    res = evaluate(G, run, out)
+    res = evaluate(G.cpu(), run, out)
     print(json.dumps({k: v for k, v in res.items() if k != "encoder"}, indent=1), flush=True)
     return 0
 

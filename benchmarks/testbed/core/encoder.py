@@ -62,35 +62,41 @@ def delta_mask(step: int, n_styles: int, every: int) -> torch.Tensor:
 class EncoderTrainer:
     """Trains an E4EEncoder for a frozen generator G (the module doc)."""
 
-    def __init__(self, G, cfg: EncoderConfig, faces: Optional[torch.Tensor] = None):
+    def __init__(self, G, cfg: EncoderConfig, faces: Optional[torch.Tensor] = None,
+                 device: str = "cpu"):
+        """device: where G, the encoder and the faces live; the random draws stay on the
+        CPU generator, so a run's data order does not depend on the device."""
+        self.device = torch.device(device)
         self.G, self.cfg = G.eval().requires_grad_(False), cfg
         torch.manual_seed(cfg.seed)
         self.E = E4EEncoder(n_styles=G.n_latent, style_dim=G.style_dim, width_div=cfg.width_div)
         self.latent_avg = G.mean_latent(10000, generator=torch.Generator().manual_seed(0))
         self.latent_avg = self.latent_avg.reshape(1, -1).repeat(G.n_latent, 1)
+        self.G, self.E = self.G.to(self.device), self.E.to(self.device)
+        self.latent_avg = self.latent_avg.to(self.device)
         self.opt = torch.optim.Adam(self.E.parameters(), lr=cfg.lr)
         if faces is None:
             imgs, _ = render_split(cfg.data_seed, "train", cfg.n_train, G.size)
             faces = to_tensor(imgs)
-        self.faces = faces
+        self.faces = faces.to(self.device)
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step, self.elapsed = 0, 0.0
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(images [B, 3, H, W], true W [B//2, D] of the generated first half)."""
         h = self.cfg.batch // 2
-        z = torch.randn(h, self.G.style_dim, generator=self.gen)
+        z = torch.randn(h, self.G.style_dim, generator=self.gen).to(self.device)
         with torch.no_grad():
             w = self.G.mapping(z)
             fake = self.G.synthesis(w.unsqueeze(1).repeat(1, self.G.n_latent, 1),
                                     noise_mode="const").clamp(-1, 1)
         idx = torch.randint(0, self.faces.shape[0], (self.cfg.batch - h,), generator=self.gen)
-        return torch.cat([fake, self.faces[idx]]), w
+        return torch.cat([fake, self.faces[idx.to(self.device)]]), w
 
     def train_step(self) -> dict:
         cfg, t0 = self.cfg, time.perf_counter()
         x, w_true = self.batch()
-        mask = delta_mask(self.step, self.G.n_latent, cfg.progressive_every)
+        mask = delta_mask(self.step, self.G.n_latent, cfg.progressive_every).to(self.device)
         w_hat, deltas = encode(self.E, self.latent_avg, x, cfg.input_size, mask)
         rec = (self.G.synthesis(w_hat, noise_mode="const") - x).square().mean()
         lat = (w_hat[: w_true.shape[0]] - w_true[:, None]).square().mean()

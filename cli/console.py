@@ -179,8 +179,9 @@ def quiet_logging(display: Display) -> Callable[[], None]:
     from prefect.logging.handlers import PrefectConsoleHandler
 
     root = logging.getLogger()
-    removed = [h for h in root.handlers if isinstance(h, PrefectConsoleHandler)]
-    for handler in removed:
+    removed = [(i, h) for i, h in enumerate(root.handlers)
+               if isinstance(h, PrefectConsoleHandler)]
+    for _, handler in removed:
         root.removeHandler(handler)
     ours = RunLineHandler(display)
     root.addHandler(ours)
@@ -190,8 +191,9 @@ def quiet_logging(display: Display) -> Callable[[], None]:
 
     def restore() -> None:
         root.removeHandler(ours)
-        for handler in removed:
-            root.addHandler(handler)
+        for index, handler in removed:     # back where they were, in the same order
+            if handler not in root.handlers:
+                root.handlers.insert(min(index, len(root.handlers)), handler)
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
     return restore

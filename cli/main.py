@@ -208,6 +208,10 @@ def _run(args: argparse.Namespace) -> tuple[int, dict]:
     _check_uris(args)
     profile, chosen_by = chosen_profile(args)
     settings = load_settings(args.params, profile, args.overrides)
+    if args.command == "invert":     # one error line and nothing else when they fail
+        from flows.checks import check_run_inputs
+
+        check_run_inputs(args.input, args.out)
     require_all(settings)            # every missing file listed, before anything starts
     for line in run_header(args, settings, chosen_by):
         print(line)

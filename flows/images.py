@@ -4,7 +4,9 @@
           -> tune                         batches of tune.batch_size, formed in the order
                                           the encodings finish (`as_completed`)
           -> edit -> evaluate             per image, chained on its batch's tune future
-          -> status.json, MLflow child run, `[n/N] id: state`   (the flow, as each ends)
+          -> status.json, MLflow child run, `[n/N] id: state`   (the flow, as each ends;
+                                          `flows.progress` listeners, the CLI's bar,
+                                          show it instead when there are any)
 
 Prefect runs the futures: a task starts when its inputs are final (an upstream future
 passed as an argument, or `wait_for`), the flow's ThreadPoolTaskRunner runs at most
@@ -39,6 +41,8 @@ from gani.stages import ImageItem, Layout, finalize
 from tasks.pipeline import Tasks
 from tasks.retry import failure_reason, is_transient
 from tracking import guard_for
+
+from flows import progress
 
 Failure = tuple[str, BaseException]   # (stage, exception) of a task that failed for good
 
@@ -254,6 +258,8 @@ class ShardRun:
         state = status.get("state", item.state)
         reason = status.get("reason") if status else item.reason
         self.finished.append(item.model_copy(update={"state": state, "reason": reason}))
+        if progress.image_ended(item.image_id, state, reason, self.label):
+            return   # a display (the `gani` command's bar or lines) shows it
         took = time.perf_counter() - self.t0
         print(f"{self.label}[{len(self.finished)}/{self.total}] {item.image_id}: {state}"
               + (f" ({reason})" if reason else "") + f"  ({took:.0f}s elapsed)")

@@ -24,8 +24,15 @@ unfinished work, leaves no partial file behind (stale temporary files are remove
 and ends with one child run per image under one FINISHED parent (`tracking.logical_run`).
 MLflow outages never stop the night (`flows.track`; docs/pipeline.md, "MLflow").
 
+Final state: a night that wrote every result and its summary but has failed (or pending)
+images ends **Failed** (Prefect's own state, returned by the flow with the summary as its
+data), so a "flow run failed" automation fires; the CLI's exit 4 is the same condition.
+Shard runs stay Completed (their images are counted by the night; a Failed shard run means
+a lost worker to `flows.shards` and is relaunched). Flow runs are named
+`<dataset>-<profile>-<YYYY-MM-DD>` (the night's scheduled date, UTC).
+
 Entry points for Python and the CLI: `run_invert(input_uri, output_uri, settings)` and
-`run_demo(settings)`.
+`run_demo(settings)`; both return the summary, whatever the final state.
 """
 from __future__ import annotations
 
@@ -37,10 +44,12 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 from prefect import flow  # noqa: E402
+from prefect.states import Failed, State  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from gani import io  # noqa: E402
-from gani.config import (ConfigError, Settings, check_uris, load_settings,  # noqa: E402
+from gani.checkpoints.needs import require_all  # noqa: E402
+from gani.config import (Settings, check_uris, load_settings,  # noqa: E402
                          resolve)
 from gani.redact import install_log_redaction, redact_uri  # noqa: E402
 from gani.stages import ImageItem, Layout, get_runtime, shards  # noqa: E402
@@ -51,6 +60,8 @@ from gani.tuning.api import steps_of  # noqa: E402
 from tasks.pipeline import Tasks  # noqa: E402
 from tracking import Tracker, TrackingRun  # noqa: E402
 
+from flows import progress  # noqa: E402
+from flows.checks import check_run_inputs  # noqa: E402
 from flows.images import ShardRun  # noqa: E402
 from flows.report import demo_rows, demo_table, report, summary_artifact  # noqa: E402
 from flows.track import begin_tracking, close_tracking, reconcile  # noqa: E402
@@ -59,9 +70,10 @@ SHARD_DEPLOYMENT = "gani-invert-shard/shard"
 
 
 def settings_for(settings: Optional[Settings], profile: Optional[str],
-                 overrides: Optional[list[str]], params_path: str) -> Settings:
+                 overrides: Optional[list[str]], params_path: Optional[str]) -> Settings:
     """The run's settings: the model given (with `overrides` applied when there are any),
-    else params.yaml + profile + overrides (a scheduled deployment run)."""
+    else the packaged defaults + params.yaml (`params_path`, or ./params.yaml when None) +
+    profile + overrides (a scheduled deployment run)."""
     if settings is None:
         return load_settings(params_path, profile, overrides or [])
     if not overrides:
@@ -79,20 +91,53 @@ def _runner(settings: Settings) -> ThreadPoolTaskRunner:
     return ThreadPoolTaskRunner(max_workers=settings.orchestration.max_concurrency)
 
 
-def _is_file(uri: str) -> bool:
-    """True when `uri` names one file (a local file or an S3 object), not a folder/prefix."""
-    try:
-        fs, path = io.filesystem(uri)
-        return bool(fs.isfile(path))
-    except Exception:  # noqa: BLE001 - the listing will say what is wrong
-        return False
-
-
 def _check_runtime(settings: Settings, data_dir: str) -> None:
     """Load every network the settings need: a missing or corrupt checkpoint fails now,
-    before any image (the networks stay cached for the tasks)."""
+    before any image (the networks stay cached for the tasks). Missing files are listed all
+    at once, each with where to get it (`gani.checkpoints.needs`)."""
+    require_all(settings, data_dir)
     rt = get_runtime(settings, data_dir)
     _ = (rt.G, rt.encoder, rt.nets, rt.edits, rt.regressor)
+
+
+def _param(params: dict, key: str) -> Any:
+    """A flow-run parameter, from a model or a plain mapping (a deployment's JSON)."""
+    value = params.get(key)
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
+def night_run_name() -> str:
+    """The name of a night's flow run: `<dataset>-<profile>-<YYYY-MM-DD>`, the date of its
+    scheduled start in UTC (the night a scheduled run stands for; the start for a run by
+    hand), so a night's runs can be found by dataset and date in the UI."""
+    try:
+        from prefect.runtime import flow_run
+
+        params = dict(flow_run.parameters or {})
+        dataset = params.get("dataset_name") or dataset_name_of(params.get("input_uri") or "")
+        settings = _param(params, "settings") or {}
+        profile = params.get("profile") or settings.get("profile") or "default"
+        when = flow_run.scheduled_start_time
+        day = when.in_timezone("UTC").strftime("%Y-%m-%d") if when else time.strftime(
+            "%Y-%m-%d", time.gmtime())
+        return f"{dataset}-{profile}-{day}"
+    except Exception:  # noqa: BLE001 - a name must never fail the night
+        return f"gani-night-{time.strftime('%Y-%m-%d', time.gmtime())}"
+
+
+def night_state(summary: dict) -> Optional[State]:
+    """Failed (with the summary as its data) when images failed or are left pending, else
+    None (the flow completes). The same condition as the CLI's exit 4."""
+    counts = summary.get("counts") or {}
+    failed, pending = int(counts.get("failed", 0) or 0), int(summary.get("pending", 0) or 0)
+    if not failed and not pending:
+        return None
+    ids = list((summary.get("failed") or {}).items())[:10]
+    shown = ", ".join(f"{i} ({r})" for i, r in ids) + (" …" if failed > len(ids) else "")
+    return Failed(message=f"{failed} image(s) failed" + (f": {shown}" if shown else "")
+                  + (f"; {pending} pending" if pending else "")
+                  + f"; every result and summary.json are written under "
+                  f"{summary.get('output')} (a re-run retries them)", data=summary)
 
 
 # --------------------------------------------------------------------------- flows
@@ -120,7 +165,18 @@ def invert_shard(input_uri: str, output_uri: str, settings: Settings,
                  items: Optional[list[ImageItem]] = None) -> dict:
     """The per-image DAG over `items`: the manifests the night planned for this shard
     (listed and hashed once per night, by `invert_dataset`). Without them the shard plans
-    itself: `images` (source URIs) or, None, the whole dataset (a shard run by hand)."""
+    itself: `images` (source URIs) or, None, the whole dataset (a shard run by hand).
+
+    Args:
+        input_uri: the night's input, a folder or s3:// prefix of photos.
+        output_uri: the output root (per-image folders, summary.json).
+        settings: the night's validated settings (params.yaml + profile + overrides).
+        images: source URIs to process when `items` is not given; None = the whole input.
+        parent_run_id: the night's MLflow parent run (each image gets a child run under it).
+        data_dir: the folder holding checkpoints/ and datasets/ on the worker.
+        label: prefix of the progress lines, e.g. "shard 2/5 ".
+        items: the image manifests the night planned for this shard.
+    """
     install_log_redaction()
     tasks = Tasks.for_run(settings)
     if items is None:
@@ -201,13 +257,35 @@ def _tracking_fields(tasks: Tasks, track: Optional[TrackingRun], items: list[Ima
             "tracking_error": None if complete else track.error}, complete
 
 
-@flow(name="gani-invert", log_prints=True)
+@flow(name="gani-invert", log_prints=True, flow_run_name=night_run_name)
 def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = None,
                    overrides: Optional[list[str]] = None, settings: Optional[Settings] = None,
-                   dataset_name: Optional[str] = None, params_path: str = "params.yaml",
+                   dataset_name: Optional[str] = None, params_path: Optional[str] = None,
                    data_dir: str = "data", shard_deployment: Optional[str] = SHARD_DEPLOYMENT
-                   ) -> dict:
-    """Invert every image under `input_uri` into `output_uri`; returns the run summary."""
+                   ) -> dict | State:
+    """Invert every image under `input_uri` into `output_uri`; returns the run summary, or
+    a Failed state carrying it when images failed (after every result and summary.json are
+    written), so that automations on failed flow runs fire.
+
+    Args:
+        input_uri: the photos to invert: a local folder or an s3://bucket/prefix (no
+            credentials in it; S3 credentials come from the worker's AWS environment).
+        output_uri: the output root, a local folder or s3:// URI: per-image folders and
+            summary.json.
+        profile: the domain profile of params.yaml (ffhq, cars, church, horse, afhq_wild;
+            demo and demo_random are test networks); None = params.yaml's `profile`.
+        overrides: `key=value` settings applied on top, as `gani invert --set`, e.g.
+            tracking.uri=http://mlflow:5000 or orchestration.use_gpu_limit=true.
+        settings: the validated settings model (Python and the CLI); None = read
+            params.yaml with `profile` and `overrides`.
+        dataset_name: the name used for the MLflow experiment (gani-<dataset>-<profile>)
+            and the flow-run name; None = the input's last path part.
+        params_path: the parameters file on the worker; None = the packaged defaults with
+            ./params.yaml of the checkout on top.
+        data_dir: the folder holding checkpoints/ (and datasets/) on the worker.
+        shard_deployment: the deployment that runs one shard when the night has more than
+            orchestration.shard_size images; None = run every shard in this flow run.
+    """
     t0 = time.perf_counter()
     install_log_redaction()    # Prefect's console and API log handlers: no secret in a line
     check_uris(input_uri=input_uri, output_uri=output_uri)
@@ -221,6 +299,7 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
               f"{redact_uri(output_uri)}")
     items = tasks.plan(input_uri, output_uri, s, data_dir)
     todo = [i for i in items if not i.skipped]
+    progress.night_started(len(todo), len(items) - len(todo))
     print(f"dataset {dataset!r}: {len(items)} images, {len(items) - len(todo)} already "
           f"finished with the same inputs and parameters, {len(todo)} to process "
           f"(profile {s.profile}, tune.method {s.tune.method}, "
@@ -251,7 +330,7 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
     if track is not None:
         _close(tasks, track, s, summary, items, complete, output_uri)
     summary_artifact(summary, s)
-    return summary
+    return night_state(summary) or summary
 
 
 def _close(tasks: Tasks, track: TrackingRun, s: Settings, summary: dict,
@@ -278,19 +357,26 @@ def run_invert(input_uri: str, output_uri: str, settings: Settings,
     Checks first, before Prefect starts, that the input exists and every checkpoint the
     settings need is present and loads (the networks stay cached for the flow).
     Credentials in either URI are refused (ConfigError): they come from the environment."""
-    check_uris(input_uri=input_uri, output_uri=output_uri)
-    if not io.exists(input_uri):
-        raise FileNotFoundError(f"input not found: {redact_uri(input_uri)}")
-    if _is_file(input_uri):
-        raise ConfigError(f"INPUT {redact_uri(input_uri)!r} is a file: give the folder (or "
-                          f"s3:// prefix) that holds the images; for one image, a folder "
-                          f"with that image")
-    check_output_root(input_uri, output_uri)
+    check_run_inputs(input_uri, output_uri)
     _check_runtime(settings, data_dir)
     with cpu_threads(settings):
-        return invert_dataset.with_options(task_runner=_runner(settings))(
+        state = invert_dataset.with_options(task_runner=_runner(settings))(
             input_uri=input_uri, output_uri=output_uri, settings=settings,
-            dataset_name=dataset_name, data_dir=data_dir)
+            dataset_name=dataset_name, data_dir=data_dir, return_state=True)
+    return summary_of(state)
+
+
+def summary_of(state: State) -> dict:
+    """The summary a finished night returned, Completed or Failed (its data); a night that
+    raised re-raises its exception here."""
+    if state.is_completed():
+        return state.result()
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, dict):
+        return result
+    if isinstance(result, BaseException):
+        raise result
+    raise RuntimeError(f"the night ended {state.name}: {state.message}")
 
 
 def run_demo(settings: Optional[Settings] = None, output_uri: str = "outputs/demo",
@@ -299,7 +385,7 @@ def run_demo(settings: Optional[Settings] = None, output_uri: str = "outputs/dem
     what happened, per image, and where to look."""
     from gani.stages.demo_data import materialize
 
-    settings = settings or load_settings("params.yaml", "demo")
+    settings = settings or load_settings(None, "demo")
     testbed = settings.models.generator.checkpoint != "demo"
     files = materialize(dataset_dir, kind="testbed" if testbed else "photos")
     steps = steps_of(settings.tune.method, settings.tune)

@@ -42,9 +42,12 @@ def summary_artifact(summary: dict, settings: Settings) -> None:
 
 
 def report(summary: dict, settings: Settings, seconds: float) -> str:
-    """What the demo prints at the end: counts, reasons, means, where to look."""
+    """What every run prints at the end (`gani demo`, `gani invert`): counts, reasons,
+    means, where the files are, and the MLflow run with a link to its page."""
     c = summary.get("counts", {})
-    lines = ["", f"Done in {seconds:.0f}s: {c.get('done', 0)} done, "
+    files = (f", {summary['files']} file{'s' if summary['files'] != 1 else ''} under the "
+             f"input" if summary.get("files") is not None else "")
+    lines = ["", f"Done in {seconds:.0f}s{files}: {c.get('done', 0)} done, "
              f"{c.get('quarantined', 0)} quarantined, {c.get('failed', 0)} failed "
              f"({summary.get('skipped', 0)} skipped as already finished)."]
     for kind in ("quarantined", "failed"):
@@ -69,10 +72,38 @@ def report(summary: dict, settings: Settings, seconds: float) -> str:
     if settings.tracking.enabled:
         experiment = settings.tracking.experiment.format(dataset=summary.get("dataset"),
                                                          profile=settings.profile)
+        uri = redact_uri(settings.tracking.uri)
         lines.append(f"MLflow: experiment {experiment!r}, parent run "
-                     f"{summary.get('mlflow_run_id')} with one child run per image. "
-                     f"Browse: mlflow ui --backend-store-uri {settings.tracking.uri}")
+                     f"{summary.get('mlflow_run_id')} with one child run per image.")
+        link = mlflow_link(summary, settings)
+        if uri.startswith(("http://", "https://")):
+            lines.append(f"  open: {link or uri}")
+        else:
+            lines.append(f"  browse: mlflow ui --backend-store-uri {uri}"
+                         + (f", then open {link}" if link else ""))
     return "\n".join(lines)
+
+
+def mlflow_link(summary: dict, settings: Settings) -> str | None:
+    """The MLflow UI page of the night's parent run, in the classic training view: on the
+    tracking server for an http(s) URI, else on `mlflow ui`'s default address
+    (http://127.0.0.1:5000). None when there is no parent run or MLflow cannot say its
+    experiment."""
+    run_id = summary.get("mlflow_run_id")
+    if not run_id or not settings.tracking.enabled:
+        return None
+    uri = settings.tracking.uri
+    try:
+        from mlflow.tracking import MlflowClient
+
+        experiment_id = MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - a link is a convenience: none when MLflow is away
+        return None
+    from tracking.client import ui_link
+
+    base = redact_uri(uri) if uri.startswith(("http://", "https://")) else (
+        "http://127.0.0.1:5000")
+    return ui_link(base, experiment_id, run_id)     # the classic view (docs/mlflow.md)
 
 
 def demo_rows(output_uri: str) -> list[dict]:

@@ -11,6 +11,7 @@ pool), whatever their task runners.
 """
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from contextlib import nullcontext
@@ -90,9 +91,12 @@ _ENSURED_LOCK = threading.Lock()
 
 
 def gpu_limit_name(settings: Settings) -> str:
-    """orchestration.gpu_limit with `{host}` replaced by this machine's name, so one limit
-    per GPU box is `gpu:{host}` and a pool-wide one is a plain name."""
-    return settings.orchestration.gpu_limit.format(host=socket.gethostname())
+    """orchestration.gpu_limit with `{host}` replaced by this machine's name and `{gpu}` by
+    the worker's CUDA_VISIBLE_DEVICES ("all" when unset), so one limit per GPU box is
+    `gpu:{host}`, one per GPU (a worker per GPU) `gpu:{host}:{gpu}`, and a pool-wide one a
+    plain name (docs/pipeline.md, "Several GPUs in one machine")."""
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip().replace(",", "+") or "all"
+    return settings.orchestration.gpu_limit.format(host=socket.gethostname(), gpu=gpu)
 
 
 def ensure_gpu_limit(name: str, slots: int) -> None:

@@ -361,7 +361,7 @@ class OrchestrationSection(Section):
     @field_validator("gpu_limit")
     @classmethod
     def _gpu_limit_template(cls, template: str) -> str:
-        _check_template(template, ("host",))
+        _check_template(template, ("host", "gpu"))
         if not template.strip():
             raise ValueError("must not be empty")
         return template

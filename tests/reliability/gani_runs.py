@@ -98,8 +98,9 @@ class GaniProcess:
                      **prefect_env(), **(env or {})})
         if "GANI_FAULT" not in (env or {}):
             full.pop("GANI_FAULT", None)
+        # --verbose: Prefect's task-run lines, which test_crash counts to time its kills
         cmd = [str(BIN / "gani"), "invert", str(data), "--out", str(out), "--profile", "demo_random",
-               "--params", str(ROOT / "params.yaml")]
+               "--params", str(ROOT / "params.yaml"), "--verbose"]
         for s in sets:
             cmd += ["--set", s]
         self.lines: list[str] = []

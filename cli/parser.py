@@ -139,7 +139,10 @@ def build_parser() -> GaniParser:
                          description="Invert every image under INPUT into --out; --profile "
                          "is required (which networks: a wrong guess would run the wrong "
                          "networks on real photos).", epilog=f"{EXAMPLES}\n\n{EXIT_CODES}")
-    inv.add_argument("input", help="local folder or s3://bucket/prefix of images")
+    inv.add_argument("input", help="local folder or s3://bucket/prefix of images; hidden "
+                     "files and other extensions are skipped and counted in summary.json; "
+                     "symlinks to files and folders are followed alike, except loops, "
+                     "repeats and links into the output (docs/pipeline.md#symlinks)")
     inv.add_argument("--out", required=True, help="output root: local folder or s3:// URI")
     inv.add_argument("--dataset", default=None, help="dataset name for MLflow (default: INPUT's name)")
     _add_run_options(inv, None)

@@ -63,7 +63,8 @@ from tracking import Tracker, TrackingRun  # noqa: E402
 from flows import progress  # noqa: E402
 from flows.checks import check_run_inputs  # noqa: E402
 from flows.images import ShardRun  # noqa: E402
-from flows.report import demo_rows, demo_table, report, summary_artifact  # noqa: E402
+from flows.report import (demo_rows, demo_table, report, skipped_files_note,  # noqa: E402
+                          summary_artifact)
 from flows.track import begin_tracking, close_tracking, reconcile  # noqa: E402
 
 SHARD_DEPLOYMENT = "gani-invert-shard/shard"
@@ -180,7 +181,7 @@ def invert_shard(input_uri: str, output_uri: str, settings: Settings,
     install_log_redaction()
     tasks = Tasks.for_run(settings)
     if items is None:
-        items = tasks.plan(input_uri, output_uri, settings, data_dir, images)
+        items = tasks.plan(input_uri, output_uri, settings, data_dir, images).items
     else:
         items = still_to_do([ImageItem.model_validate(i) for i in items], output_uri)
     todo = [i for i in items if not i.skipped]
@@ -297,11 +298,13 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
     if stale:
         print(f"removed {len(stale)} temporary file(s) left by a killed run under "
               f"{redact_uri(output_uri)}")
-    items = tasks.plan(input_uri, output_uri, s, data_dir)
+    planned = tasks.plan(input_uri, output_uri, s, data_dir)
+    items = planned.items
     todo = [i for i in items if not i.skipped]
     progress.night_started(len(todo), len(items) - len(todo))
     print(f"dataset {dataset!r}: {len(items)} images, {len(items) - len(todo)} already "
-          f"finished with the same inputs and parameters, {len(todo)} to process "
+          f"finished with the same inputs and parameters, {len(todo)} to process"
+          f"{skipped_files_note(planned.skipped_files)} "
           f"(profile {s.profile}, tune.method {s.tune.method}, "
           f"{steps_of(s.tune.method, s.tune)} steps)")
     if todo:
@@ -319,7 +322,7 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
             "dataset": dataset, "input": redact_uri(input_uri), "processed": len(todo),
             "skipped": len(items) - len(todo), "seconds": round(time.perf_counter() - t0, 1),
             "prefect_flow_run_id": _flow_run_id(), "mlflow_run_id": parent,
-            "settings_hash": result_hash(s), **tracking})
+            "settings_hash": result_hash(s), **tracking, **planned.accounting()})
     except BaseException:
         if parent:
             try:

@@ -6,6 +6,18 @@ from gani.config import Settings
 from gani.redact import redact_uri
 
 
+def skipped_files_note(skipped_files: dict | None) -> str:
+    """'; 5 other files skipped (hidden 3, unsupported_extension 2)', or '' when every file
+    under the input is an image: the files that are not inputs, counted per reason
+    (summary.json `skipped_files`, docs/output-contract.md#input-accounting)."""
+    counts = {k: int(v) for k, v in (skipped_files or {}).items() if v}
+    if not counts:
+        return ""
+    total = sum(counts.values())
+    shown = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+    return f"; {total} other file{'s' if total != 1 else ''} skipped ({shown})"
+
+
 def summary_artifact(summary: dict, settings: Settings) -> None:
     """The night at a glance in the Prefect UI (a markdown artifact keyed by dataset)."""
     from prefect.artifacts import create_markdown_artifact
@@ -14,7 +26,9 @@ def summary_artifact(summary: dict, settings: Settings) -> None:
     lines = [f"# GANI inversion of `{summary.get('dataset')}`", "",
              f"{c['done']} done, {c['quarantined']} quarantined, {c['failed']} failed, "
              f"{summary.get('pending', 0)} pending; {summary.get('processed')} processed this "
-             f"run, {summary.get('skipped')} already finished. Output: `{summary.get('output')}`",
+             f"run, {summary.get('skipped')} already finished"
+             f"{skipped_files_note(summary.get('skipped_files'))}. "
+             f"Output: `{summary.get('output')}`",
              "", "| metric | mean (tuned) | mean (e4e) |", "|---|---|---|"]
     for k, v in (summary.get("means") or {}).items():
         e = (summary.get("e4e_means") or {}).get(k)
@@ -49,7 +63,8 @@ def report(summary: dict, settings: Settings, seconds: float) -> str:
              f"input" if summary.get("files") is not None else "")
     lines = ["", f"Done in {seconds:.0f}s{files}: {c.get('done', 0)} done, "
              f"{c.get('quarantined', 0)} quarantined, {c.get('failed', 0)} failed "
-             f"({summary.get('skipped', 0)} skipped as already finished)."]
+             f"({summary.get('skipped', 0)} skipped as already finished"
+             f"{skipped_files_note(summary.get('skipped_files'))})."]
     for kind in ("quarantined", "failed"):
         for image_id, reason in (summary.get(kind) or {}).items():
             lines.append(f"  {kind}: {image_id} ({reason})")

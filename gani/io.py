@@ -1,7 +1,12 @@
 """File I/O for the pipeline through fsspec: local folders and `s3://bucket/prefix` alike.
 
-- `list_images(root)`: every image file under a folder or prefix (recursive), sorted by its
-  path relative to the root; extensions in `IMAGE_EXTENSIONS`, case-insensitive.
+- `list_input(root)`: every file under a folder or prefix (recursive) accounted for
+  (`Listing`): the image files, sorted by their path relative to the root (extensions in
+  `IMAGE_EXTENSIONS`, case-insensitive), and every other file counted under one of
+  `SKIP_REASONS` (hidden, unsupported extension, symlink loop or repeat, output folder,
+  unreadable folder) with a few examples. Symlinks to files and to folders follow one rule
+  (`_LocalWalk`; docs/pipeline.md#symlinks). `list_images(root)`: its images only.
+- `child_folders(root)`: the folder names directly under an output root (which ids exist).
 - `read_bytes` / `size` / `file_hash` (streamed sha256) / `write_bytes` / `read_json` /
   `write_json` / `exists` / `remove`.
   Writes are atomic: locally a temporary file in the same folder, fsync'd, then `os.replace`;
@@ -13,9 +18,11 @@
   name), so a run removes those of dead processes of its own host at once and those of
   other hosts older than `max_age` seconds; a file without that exact pattern (a user's
   `.draft.tmp`) is never removed. The flow calls it at the start of a run.
-- `image_ids(rel_paths)`: safe, unique output folder names for untrusted file names / S3 keys
-  (never `..`, never absolute, only `[A-Za-z0-9._-]`, bounded length; a name that had to be
-  changed gets a short hash of the original so two different names never collide).
+- `image_ids(rel_paths, owners)`: safe, unique output folder names for untrusted file names /
+  S3 keys (never `..`, never absolute, only `[A-Za-z0-9._-]`, bounded length; a name that
+  had to be changed gets a short hash of the original so two different names never
+  collide). Stable across runs: a file keeps the id whose existing outputs record it as
+  their source (`owners`), so adding `a.png` beside a processed `a.jpg` never moves `a.jpg`.
 - `content_key(...)`: the cache key of one image's results: sha256 of the image bytes, the
   settings hash, the checkpoint fingerprints and the code versions of the stages.
 
@@ -35,6 +42,7 @@ import stat
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Optional
 
@@ -99,27 +107,238 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(root: str, storage_options: StorageOptions = None) -> list[tuple[str, str]]:
-    """[(uri, relative path)] of every image file under `root`, sorted by relative path.
+# Why a file under the input is not an image of the run (summary.json `skipped_files`,
+# docs/output-contract.md#input-accounting). Each counts files (entries), never folders,
+# except where a folder cannot or must not be entered: then the link or folder counts once.
+SKIP_REASONS = {
+    "hidden": "a path part starts with '.' (each file of a hidden folder counts)",
+    "unsupported_extension": "not one of IMAGE_EXTENSIONS",
+    "symlink_loop": "a link to a folder that holds the link: following it would never end",
+    "symlink_repeat": "a link to what is listed anyway: under the input root, or the target "
+                      "of an earlier link",
+    "output_folder": "a link (or folder) into an output root: results are not photos",
+    "unreadable_folder": "a folder that cannot be listed (permissions)",
+}
+MAX_SKIP_EXAMPLES = 10
 
-    Hidden files and folders (a part starting with '.') are skipped. A root that does not
-    exist raises FileNotFoundError.
-    """
+
+@dataclass
+class Listing:
+    """What `list_input` found under a root: the images ([(uri, relative path)], sorted by
+    relative path) and every other entry, counted per reason of `SKIP_REASONS` with up to
+    MAX_SKIP_EXAMPLES relative paths per reason. `files` = images + skipped entries: every
+    file under the root is in exactly one of them."""
+
+    images: list[tuple[str, str]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def files(self) -> int:
+        return len(self.images) + sum(self.skipped.values())
+
+    def skip(self, reason: str, rel: str) -> None:
+        """Count the entry `rel` (a file; a link or folder not entered) as `reason`."""
+        if reason not in SKIP_REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}")
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < MAX_SKIP_EXAMPLES:
+            shown.append(rel)
+
+    def add(self, uri: str, rel: str) -> None:
+        """One file of the input: an image, or counted `unsupported_extension`."""
+        if is_image_name(rel):
+            self.images.append((uri, rel))
+        else:
+            self.skip("unsupported_extension", rel)
+
+
+def _hidden_rel(rel: str) -> bool:
+    return any(part.startswith(".") for part in rel.split("/"))
+
+
+def _inside_path(inner: str, outer: str) -> bool:
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
+def _entries_below(folder: str, prefix: str) -> Iterator[str]:
+    """Relative paths of the entries under a local folder, links not followed (a hidden
+    folder's files, each accounted for); a folder that cannot be read is one entry."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        yield prefix.rstrip("/")
+        return
+    for entry in entries:
+        try:
+            real_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            real_dir = False
+        if real_dir:
+            yield from _entries_below(entry.path, f"{prefix}{entry.name}/")
+        else:
+            yield prefix + entry.name
+
+
+class _LocalWalk:
+    """The local listing (`list_input`): the real tree first, then symlinks, under one rule
+    for links to files and links to folders (docs/pipeline.md#symlinks):
+
+    a link is followed wherever it points, as the file or folder it points to, unless its
+    target is in an output root (`output_folder`), holds the link (`symlink_loop`), or is
+    listed anyway: under the input root, or already reached through an earlier link
+    (`symlink_repeat`). So every real file is listed at most once and the walk ends. Links
+    are taken in the order of their relative paths (deterministic). A dangling link is a
+    file entry: an image name is listed (then quarantined `unreadable`), any other is
+    counted by its extension."""
+
+    def __init__(self, base: str, exclude: Iterable[str]):
+        self.base = base
+        self.exclude = [os.path.realpath(e) for e in exclude]
+        self.listing = Listing()
+        self.seen_dirs = {os.path.realpath(base)}   # real folders listed (and all below)
+        self.seen_files: set[str] = set()            # real files listed through links
+        self.links: list[tuple[str, str]] = []       # (path, rel) not handled yet
+
+    def run(self) -> Listing:
+        self._walk(self.base, "", followed=False)
+        while self.links:
+            self.links.sort(key=lambda link: link[1], reverse=True)
+            self._link(*self.links.pop())
+        self.listing.images.sort(key=lambda item: item[1])
+        return self.listing
+
+    def _excluded(self, real: str) -> bool:
+        return any(_inside_path(real, e) for e in self.exclude)
+
+    def _listed(self, real: str) -> bool:
+        """True when the real path was listed already (itself, or a folder above it)."""
+        if real in self.seen_files:
+            return True
+        probe = real
+        while True:
+            if probe in self.seen_dirs:
+                return True
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                return False
+            probe = parent
+
+    def _walk(self, folder: str, prefix: str, followed: bool) -> None:
+        """List one folder: files now, subfolders recursively, links for later. In a folder
+        reached through a link (`followed`), what another link listed already is a repeat."""
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            self.listing.skip("unreadable_folder", prefix.rstrip("/") or ".")
+            return
+        for entry in entries:
+            rel = prefix + entry.name
+            try:
+                link = entry.is_symlink()
+                real_dir = not link and entry.is_dir(follow_symlinks=False)
+            except OSError:
+                link, real_dir = False, False
+            real = os.path.realpath(entry.path) if (followed or real_dir) and not link else ""
+            if entry.name.startswith("."):
+                for hidden in (_entries_below(entry.path, rel + "/") if real_dir else [rel]):
+                    self.listing.skip("hidden", hidden)
+            elif link:
+                self.links.append((entry.path, rel))
+            elif real_dir and self._excluded(real):
+                self.listing.skip("output_folder", rel)
+            elif followed and (real in self.seen_dirs or real in self.seen_files):
+                self.listing.skip("symlink_repeat", rel)
+            elif real_dir:
+                if followed:
+                    self.seen_dirs.add(real)
+                self._walk(entry.path, rel + "/", followed)
+            else:
+                self.listing.add(entry.path, rel)
+
+    def _link(self, path: str, rel: str) -> None:
+        """Follow one link, or count why not (the class rule)."""
+        target = os.path.realpath(path)
+        if not os.path.exists(target):
+            self.listing.add(path, rel)                  # dangling: a file entry
+            return
+        is_dir = os.path.isdir(target)
+        holder = os.path.realpath(os.path.dirname(path))
+        if self._excluded(target):
+            self.listing.skip("output_folder", rel)
+        elif is_dir and _inside_path(holder, target):
+            self.listing.skip("symlink_loop", rel)
+        elif self._listed(target):
+            self.listing.skip("symlink_repeat", rel)
+        elif is_dir:
+            self.seen_dirs.add(target)
+            self._walk(path, rel + "/", followed=True)
+        else:
+            self.seen_files.add(target)
+            self.listing.add(path, rel)
+
+
+def _list_remote(fs, base: str, root: str) -> Listing:
+    """An object store has no links: every key is a file, hidden when a part starts with
+    '.', else an image or counted by extension."""
+    listing = Listing()
+    for path in sorted(fs.find(base)):
+        rel = path[len(base):].lstrip("/") if path.startswith(base) else os.path.basename(path)
+        if not rel:
+            continue
+        if _hidden_rel(rel):
+            listing.skip("hidden", rel)
+        else:
+            listing.add(to_uri(fs, path, root), rel)
+    listing.images.sort(key=lambda item: item[1])
+    return listing
+
+
+def list_input(root: str, storage_options: StorageOptions = None,
+               exclude: Iterable[str] = ()) -> Listing:
+    """Every file under `root` (a folder or prefix, recursive): the images, and why each
+    other one is not (`Listing`, `SKIP_REASONS`). `exclude`: output roots, never listed
+    (reached through a link). A root that does not exist raises FileNotFoundError, a file
+    NotADirectoryError."""
     fs, base = filesystem(root, storage_options)
     if not fs.exists(base):
         raise FileNotFoundError(f"input not found: {root}")
     if fs.isfile(base):
         raise NotADirectoryError(f"input must be a folder or prefix, got a file: {root}")
-    base = base.rstrip("/")
-    found = []
-    for path in fs.find(base):
-        rel = path[len(base):].lstrip("/") if path.startswith(base) else os.path.basename(path)
-        if not rel or any(part.startswith(".") for part in rel.split("/")):
-            continue
-        if is_image_name(rel):
-            found.append((to_uri(fs, path, root), rel))
-    found.sort(key=lambda item: item[1])
-    return found
+    base = base.rstrip("/") or "/"
+    if is_remote(root):
+        return _list_remote(fs, base, root)
+    local = [_strip_file(str(e)) for e in exclude if e and not is_remote(str(e))]
+    return _LocalWalk(base, local).run()
+
+
+def list_images(root: str, storage_options: StorageOptions = None) -> list[tuple[str, str]]:
+    """[(uri, relative path)] of every image file under `root`, sorted by relative path
+    (`list_input`'s images: hidden files and folders skipped, links followed by its rule).
+    A root that does not exist raises FileNotFoundError."""
+    return list_input(root, storage_options).images
+
+
+def child_folders(root: str, storage_options: StorageOptions = None) -> set[str]:
+    """Names of the folders (prefixes) directly under `root`; empty when it does not exist.
+    One listing call (paginated on S3), no cache: what is there now."""
+    if not is_remote(root):
+        try:
+            with os.scandir(_strip_file(str(root))) as it:
+                return {e.name for e in it if e.is_dir(follow_symlinks=False)}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+    fs, path = filesystem(root, storage_options)
+    fs.invalidate_cache(path)
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return set()
+    return {e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries
+            if e.get("type") == "directory"}
 
 
 # --------------------------------------------------------------------------- read / write
@@ -355,24 +574,55 @@ def safe_id(rel_path: str, keep_extension: bool = False) -> str:
     return cleaned
 
 
-def image_ids(rel_paths: Iterable[str]) -> list[str]:
+def _preferred_id(rel: str, plain: str, full: str, collides: bool,
+                  owners: Mapping[str, str], owned: Mapping[str, set]) -> str:
+    """The id `rel` asks for: the one its existing outputs already have (`owners`: id ->
+    source recorded there), else its plain id (the stem), or the id with its extension when
+    the stem is shared with another file of the input or owned by another source."""
+    if owners.get(plain) == rel:
+        return plain
+    if owners.get(full) == rel:
+        return full
+    if collides or _owned_by_other(plain, rel, owned):
+        return full
+    return plain
+
+
+def _owned_by_other(image_id: str, rel: str, owned: Mapping[str, set]) -> bool:
+    """True when existing outputs under `image_id` record another source than `rel`
+    (`owned`: lower-cased id -> sources; a case-blind store has one folder for 'A' and 'a')."""
+    return bool(owned.get(image_id.lower(), set()) - {rel})
+
+
+def image_ids(rel_paths: Iterable[str], owners: Optional[Mapping[str, str]] = None
+              ) -> list[str]:
     """Unique safe ids for a dataset's relative paths (same order).
 
     Usually the file name without extension; when two files would share an id (a.jpg and
     a.png), each of them keeps its extension, and as a last resort a hash is appended.
+    `owners` ({existing id: the source relative path its outputs record}) makes ids stable
+    across runs: a file whose outputs exist keeps their id, and a newcomer never takes an
+    id another source owns (`a.jpg` processed as `a`, then `a.png` added: `a.jpg` stays
+    `a`, `a.png` becomes `a.png`).
     """
     rels = list(rel_paths)
-    first = [safe_id(r) for r in rels]
+    owners = dict(owners or {})
+    owned: dict[str, set] = {}
+    for image_id, source in owners.items():
+        owned.setdefault(image_id.lower(), set()).add(source)
+    plain = [safe_id(r) for r in rels]
     counts: dict[str, int] = {}
-    for i in first:
+    for i in plain:
         counts[i] = counts.get(i, 0) + 1
-    ids = [safe_id(r, keep_extension=True) if counts[i] > 1 else i for r, i in zip(rels, first)]
+    wanted = [_preferred_id(r, p, safe_id(r, keep_extension=True), counts[p] > 1, owners, owned)
+              for r, p in zip(rels, plain)]
+    kept = {i.lower() for r, i in zip(rels, wanted) if owners.get(i) == r}
     seen: set[str] = set()
     out = []
-    for rel, i in zip(rels, ids):
-        if i in seen or i.lower() in seen:
+    for rel, i in zip(rels, wanted):
+        if owners.get(i) != rel and (i.lower() in seen or i.lower() in kept
+                                     or _owned_by_other(i, rel, owned)):
             i = f"{i[:MAX_ID_LENGTH - 9]}-{_short_hash(rel)}"
-        seen.add(i)
         seen.add(i.lower())
         out.append(i)
     return out

@@ -21,8 +21,8 @@ from typing import Any, Optional
 from prefect import Task, task
 
 from gani.config import Settings
-from gani.stages import (ImageItem, Layout, align_image, edit_image, encode_image,
-                         evaluate_image, get_runtime, plan, summarize_run, tune_batch)
+from gani.stages import (ImageItem, Layout, Plan, align_image, edit_image, encode_image,
+                         evaluate_image, get_runtime, plan_run, summarize_run, tune_batch)
 
 from . import STORED, tracking
 from .retry import retry_policy
@@ -31,12 +31,13 @@ from .retry import retry_policy
 
 @task(name="plan", **STORED)
 def plan_task(input_uri: str, output_uri: str, settings: Settings, data_dir: str = "data",
-              only: Optional[list[str]] = None) -> list[ImageItem]:
-    items = plan(input_uri, Layout(output_uri), settings, data_dir)
+              only: Optional[list[str]] = None) -> Plan:
+    """The run's images (`only`: those source URIs) and the account of the other files."""
+    planned = plan_run(input_uri, Layout(output_uri), settings, data_dir)
     if only is not None:
         wanted = set(only)
-        items = [i for i in items if i.source in wanted]
-    return items
+        planned.items = [i for i in planned.items if i.source in wanted]
+    return planned
 
 
 @task(name="align", task_run_name="align-{item.image_id}", **STORED)

@@ -59,19 +59,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from gani.config import load_settings
 
-    from .run import plan, run_stage, summarize_run
+    from .run import plan_run, run_stage, summarize_run
     from .summary import image_rows
 
     settings = load_settings(args.params, args.profile, args.overrides)
     layout = _stage_layout(args.root)
-    items = plan(args.input, layout, settings, args.data_dir, skip_finished=False)
+    planned = plan_run(args.input, layout, settings, args.data_dir, skip_finished=False)
+    items = planned.items
     from .runtime import cpu_threads
 
     with cpu_threads(settings):
         out = run_stage(args.stage, items, layout, settings, progress=print,
                         data_dir=args.data_dir)
     if args.stage == "evaluate":
-        summary = summarize_run(out, layout, settings, processed=len(out), skipped=0)
+        summary = summarize_run(out, layout, settings, processed=len(out), skipped=0,
+                                **planned.accounting())
         from .dvc_files import write_dvc_files
 
         write_dvc_files(summary, image_rows(out, layout), layout, args.metrics, args.plots,

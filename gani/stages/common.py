@@ -96,6 +96,9 @@ def upstream(layout: Layout, item: ImageItem, stage: str) -> Optional[dict]:
 
 def mark(layout: Layout, item: ImageItem, stage: str, state: str = "done",
          reason: Optional[str] = None, **extra) -> ImageItem:
+    """Write the stage marker; it records the image's source (relative path) so that the
+    planner keeps the image's id even before status.json exists (`plan.id_owners`)."""
+    extra.setdefault("source", item.rel)
     layout.write_marker(item.image_id, stage, item.stage_keys[stage], state, reason, **extra)
     if state != "done":
         item = item.model_copy(update={"state": state, "reason": reason})

@@ -223,19 +223,74 @@ def check_layout_roots(input_uri: str, layout: Layout) -> None:
 
 # --------------------------------------------------------------------------- plan
 
-def plan_items(input_uri: str, settings: Settings, layout: Layout,
-               fingerprints: Mapping[str, str], only: Optional[Iterable[str]] = None
-               ) -> list[ImageItem]:
-    """Every image under `input_uri` as an ImageItem, sorted; `only` restricts to those
-    source URIs (a shard). Items whose status.json says done/quarantined with the same key
-    come back with `skipped=True` and that state."""
-    listing = io.list_images(input_uri, layout.storage_options)
-    ids = io.image_ids(rel for _, rel in listing)
+class Plan(BaseModel):
+    """A run's plan: its images (`items`) and the account of every other file under the
+    input (`io.Listing`): `files` = images listed + `skipped_files` counts
+    (docs/output-contract.md#input-accounting)."""
+
+    items: list[ImageItem]
+    files: int = 0
+    skipped_files: dict[str, int] = {}
+    skipped_examples: dict[str, list[str]] = {}
+
+    def accounting(self) -> dict[str, Any]:
+        """summary.json's input-accounting keys."""
+        return {"files": self.files, "skipped_files": dict(self.skipped_files),
+                "skipped_examples": {k: list(v) for k, v in self.skipped_examples.items()}}
+
+
+def _output_roots(layout: Layout) -> list[str]:
+    return sorted({layout.root, *(layout.stage_root(s) for s in STAGES)})
+
+
+def _recorded_source(layout: Layout, image_id: str) -> tuple[Optional[str], Optional[dict]]:
+    """(the source relative path the outputs under `image_id` record, its status.json):
+    status.json's `source`, else the align marker's (an image interrupted before its end)."""
+    status = layout.read_status(image_id)
+    source = (status or {}).get("source")
+    if not source:
+        source = (layout.read_marker(image_id, "align") or {}).get("source")
+    return (source if isinstance(source, str) else None), status
+
+
+def id_owners(rels: list[str], layout: Layout) -> tuple[dict[str, str], dict[str, dict]]:
+    """({existing id: the source it records}, {id: status.json read}) for the ids the files
+    `rels` could take (stem or stem + extension), reading only those whose folder exists
+    (one listing of the output root): what `io.image_ids` needs to keep ids stable."""
+    existing: set[str] = set()
+    for root in {layout.stage_root("evaluate"), layout.stage_root("align")}:
+        existing |= io.child_folders(root, layout.storage_options)
+    if not existing:
+        return {}, {}
+    owners, statuses = {}, {}
+    candidates = {c for r in rels for c in (io.safe_id(r), io.safe_id(r, keep_extension=True))}
+    for image_id in sorted(candidates & existing):
+        try:
+            source, status = _recorded_source(layout, image_id)
+        except ValueError:          # not a safe id: never one of ours
+            continue
+        if source:
+            owners[image_id] = source
+        if status is not None:
+            statuses[image_id] = status
+    return owners, statuses
+
+
+def plan_input(input_uri: str, settings: Settings, layout: Layout,
+               fingerprints: Mapping[str, str], only: Optional[Iterable[str]] = None) -> Plan:
+    """Every image under `input_uri` as an ImageItem, sorted, and the account of the other
+    files (`Plan`); `only` restricts the items to those source URIs (a shard). Ids are
+    stable across runs (`id_owners`). Items whose status.json says done/quarantined with
+    the same key come back with `skipped=True` and that state."""
+    listing = io.list_input(input_uri, layout.storage_options, exclude=_output_roots(layout))
+    rels = [rel for _, rel in listing.images]
+    owners, statuses = id_owners(rels, layout)
+    ids = io.image_ids(rels, owners)
     wanted = set(only) if only is not None else None
     rh = result_hash(settings)
     code = code_versions()
     items = []
-    for (uri, rel), image_id in zip(listing, ids):
+    for (uri, rel), image_id in zip(listing.images, ids):
         if wanted is not None and uri not in wanted:
             continue
         try:
@@ -246,12 +301,20 @@ def plan_items(input_uri: str, settings: Settings, layout: Layout,
         key = io.content_key(digest, rh, fingerprints, code)
         item = ImageItem(image_id=image_id, source=uri, rel=rel, digest=digest, stage_keys=keys,
                          key=key)
-        status = layout.read_status(image_id)
+        status = statuses[image_id] if image_id in statuses else layout.read_status(image_id)
         if (status and status.get("key") == key
                 and status.get("state") in ("done", "quarantined")):
             item.state, item.reason, item.skipped = status["state"], status.get("reason"), True
         items.append(item)
-    return items
+    return Plan(items=items, files=listing.files, skipped_files=listing.skipped,
+                skipped_examples=listing.examples)
+
+
+def plan_items(input_uri: str, settings: Settings, layout: Layout,
+               fingerprints: Mapping[str, str], only: Optional[Iterable[str]] = None
+               ) -> list[ImageItem]:
+    """`plan_input`'s items (callers that need no account of the other files)."""
+    return plan_input(input_uri, settings, layout, fingerprints, only).items
 
 
 def shards(items: list[ImageItem], shard_size: int) -> list[list[ImageItem]]:

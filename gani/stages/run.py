@@ -16,7 +16,7 @@ from .edit import edit_image
 from .encode import encode_image
 from .evaluate import evaluate_image, finalize
 from .layout import STAGES, Layout
-from .plan import (ImageItem, check_layout_roots, checkpoint_fingerprints, plan_items,
+from .plan import (ImageItem, Plan, check_layout_roots, checkpoint_fingerprints, plan_input,
                    result_hash)
 from .runtime import Runtime, get_runtime
 from .summary import build_summary, image_rows, write_summary
@@ -63,16 +63,24 @@ def run_stage(stage: str, items: list[ImageItem], layout: Layout, settings: Sett
     return out
 
 
+def plan_run(input_uri: str, layout: Layout, settings: Settings, data_dir: str = "data",
+             skip_finished: bool = True) -> Plan:
+    """Every image of the dataset and the account of the other files (`plan_input`), after
+    refusing output roots that are empty, overlap the input, are files or are not writable
+    (`check_output_root`)."""
+    check_layout_roots(input_uri, layout)
+    planned = plan_input(input_uri, settings, layout,
+                         checkpoint_fingerprints(settings, data_dir))
+    if not skip_finished:
+        planned.items = [i.model_copy(update={"state": "pending", "reason": None,
+                                              "skipped": False}) for i in planned.items]
+    return planned
+
+
 def plan(input_uri: str, layout: Layout, settings: Settings, data_dir: str = "data",
          skip_finished: bool = True) -> list[ImageItem]:
-    """Every image of the dataset (`plan_items`), after refusing output roots that are
-    empty, overlap the input, are files or are not writable (`check_output_root`)."""
-    check_layout_roots(input_uri, layout)
-    items = plan_items(input_uri, settings, layout, checkpoint_fingerprints(settings, data_dir))
-    if not skip_finished:
-        items = [i.model_copy(update={"state": "pending", "reason": None, "skipped": False})
-                 for i in items]
-    return items
+    """`plan_run`'s items."""
+    return plan_run(input_uri, layout, settings, data_dir, skip_finished).items
 
 
 def summarize_run(items: list[ImageItem], layout: Layout, settings: Settings,
@@ -89,7 +97,8 @@ def run_pipeline(input_uri: str, layout: Layout, settings: Settings, data_dir: s
                  progress: Progress = _quiet, stages: Iterable[str] = STAGES) -> dict:
     """Every stage over the dataset in order, then summary.json. Returns the summary."""
     t0 = time.perf_counter()
-    items = plan(input_uri, layout, settings, data_dir)
+    planned = plan_run(input_uri, layout, settings, data_dir)
+    items = planned.items
     todo = [i for i in items if not i.skipped]
     progress(f"{len(items)} images, {len(items) - len(todo)} already finished")
     active = todo
@@ -102,4 +111,4 @@ def run_pipeline(input_uri: str, layout: Layout, settings: Settings, data_dir: s
         active = [i for i in active if i.state not in ("quarantined", "failed")]
     return summarize_run(items, layout, settings, processed=len(todo),
                          skipped=len(items) - len(todo),
-                         seconds=round(time.perf_counter() - t0, 2))
+                         seconds=round(time.perf_counter() - t0, 2), **planned.accounting())

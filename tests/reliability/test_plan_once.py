@@ -26,20 +26,21 @@ def write_dataset(root, names=NAMES):
 
 @pytest.fixture
 def counted(monkeypatch):
-    """Counts of io.file_hash per URI and of io.list_images calls."""
+    """Counts of io.file_hash per URI and of input listings (io.list_input, which
+    io.list_images calls)."""
     hashes, listings = Counter(), Counter()
-    real_hash, real_list = io.file_hash, io.list_images
+    real_hash, real_list = io.file_hash, io.list_input
 
     def file_hash(uri, *a, **k):
         hashes[str(uri)] += 1
         return real_hash(uri, *a, **k)
 
-    def list_images(uri, *a, **k):
+    def list_input(uri, *a, **k):
         listings[str(uri)] += 1
         return real_list(uri, *a, **k)
 
     monkeypatch.setattr(io, "file_hash", file_hash)
-    monkeypatch.setattr(io, "list_images", list_images)
+    monkeypatch.setattr(io, "list_input", list_input)
     return hashes, listings
 
 

@@ -127,7 +127,7 @@ def chosen_profile(args: argparse.Namespace) -> tuple[str, str]:
         return args.profile, "--profile"
     sources = params_sources(args.params)
     if args.command == "demo":
-        return "demo", "gani demo"
+        return "demo", "gani demo's default"
     for source in reversed(sources):
         if source.resolve() != packaged_params_path().resolve():
             found = read_params(source).get("profile")

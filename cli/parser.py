@@ -104,7 +104,7 @@ def suggestion(message: str, flags: list[str], argv: Sequence[str] = ()) -> str:
 
 
 def _add_run_options(p: argparse.ArgumentParser, default_profile: Optional[str]) -> None:
-    p.add_argument("--profile", default=default_profile,
+    p.add_argument("--profile", default=None,        # None: cli.main.chosen_profile decides
                    help=("domain profile: " + PROFILES) if default_profile is None else
                    f"profile (default {default_profile}): " + PROFILES)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

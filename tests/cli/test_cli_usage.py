@@ -104,3 +104,12 @@ def test_a_typo_gets_the_right_flag_suggested(argv, hint, capsys):
         main(argv)
     assert stop.value.code == EXIT_CONFIG
     assert hint in capsys.readouterr().err
+
+
+def test_the_demo_runs_its_own_profile_unless_told(elsewhere):
+    from cli.parser import build_parser
+
+    args = build_parser().parse_args(["demo"])
+    assert chosen_profile(args) == ("demo", "gani demo's default")
+    args = build_parser().parse_args(["demo", "--profile", "demo_random"])
+    assert chosen_profile(args) == ("demo_random", "--profile")

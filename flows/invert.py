@@ -49,7 +49,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from gani import io  # noqa: E402
 from gani.checkpoints.needs import require_all  # noqa: E402
-from gani.config import (Settings, check_uris, load_settings,  # noqa: E402
+from gani.config import (ConfigError, Settings, check_uris, load_settings,  # noqa: E402
                          resolve)
 from gani.redact import install_log_redaction, redact_uri  # noqa: E402
 from gani.stages import ImageItem, Layout, get_runtime, shards  # noqa: E402
@@ -74,8 +74,14 @@ def settings_for(settings: Optional[Settings], profile: Optional[str],
                  overrides: Optional[list[str]], params_path: Optional[str]) -> Settings:
     """The run's settings: the model given (with `overrides` applied when there are any),
     else the packaged defaults + params.yaml (`params_path`, or ./params.yaml when None) +
-    profile + overrides (a scheduled deployment run)."""
+    profile + overrides (a scheduled deployment run). A run without either `settings` or
+    `profile` is refused (ConfigError) before any work, as `gani invert` without --profile
+    is: the parameters file's default profile is the demo's trial network."""
     if settings is None:
+        if not profile:
+            raise ConfigError("the night needs a `profile` parameter (ffhq, cars, church, "
+                              "horse, afhq_wild; demo / demo_random are trial networks) or "
+                              "`settings`: set it in prefect.yaml's deployment parameters")
         return load_settings(params_path, profile, overrides or [])
     if not overrides:
         return settings
@@ -274,7 +280,7 @@ def invert_dataset(input_uri: str, output_uri: str, profile: Optional[str] = Non
         output_uri: the output root, a local folder or s3:// URI: per-image folders and
             summary.json.
         profile: the domain profile of params.yaml (ffhq, cars, church, horse, afhq_wild;
-            demo and demo_random are test networks); None = params.yaml's `profile`.
+            demo and demo_random are test networks); required unless `settings` is given.
         overrides: `key=value` settings applied on top, as `gani invert --set`, e.g.
             tracking.uri=http://mlflow:5000 or orchestration.use_gpu_limit=true.
         settings: the validated settings model (Python and the CLI); None = read

@@ -3,6 +3,7 @@ in any folder, a params.yaml in the working directory or `--params` is merged on
 the packaged file cannot drift from the repository's params.yaml."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -60,9 +61,14 @@ def test_a_local_params_yaml_only_needs_the_keys_it_changes(tmp_path, monkeypatc
 def test_the_wheel_carries_the_defaults(tmp_path):
     """A built wheel holds gani/config/params.yaml with the repository file's content (the
     symlink is followed), so `pip install` gives a `gani` that needs no checkout."""
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
-                        "--no-build-isolation", "-q", "-w", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600)
+    had_build = (ROOT / "build").exists()
+    try:
+        r = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
+                            "--no-build-isolation", "-q", "-w", str(tmp_path)],
+                           capture_output=True, text=True, timeout=600)
+    finally:
+        if not had_build:                     # setuptools builds in the source tree
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
     assert r.returncode == 0, r.stderr[-2000:]
     [wheel] = list(tmp_path.glob("*.whl"))
     with zipfile.ZipFile(wheel) as z:

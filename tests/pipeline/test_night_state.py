@@ -136,3 +136,15 @@ def test_the_documented_alert_is_accepted_by_a_prefect_server(prefect_api):
     stored = asyncio.run(roundtrip())
     assert stored.name == "gani: a night failed"
     assert stored.trigger.match_related == automation.trigger.match_related
+
+
+def test_a_night_without_a_profile_is_refused_before_any_work():
+    """A deployment run with neither `profile` nor `settings` would fall back to the
+    parameters file's default (the demo's trial network): refused, as `gani invert`
+    without --profile is."""
+    from flows.invert import settings_for
+    from gani.config import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a `profile` parameter"):
+        settings_for(None, None, [], None)
+    assert settings_for(None, "demo_random", ["tune.steps=3"], None).tune.steps == 3

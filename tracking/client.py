@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 
 from gani import faults
+from gani.metrics.core import TIMING_KEYS
 
 PARENT_KIND = "dataset-run"
 CHILD_KIND = "image"
@@ -51,9 +52,9 @@ COMPLETE_TAG = "gani.complete"            # set last, just before the run is ter
 # error of the pipeline (FAILED, retried by the next run), not a result (FINISHED).
 CHILD_STATUS = {"done": "FINISHED", "quarantined": "KILLED", "failed": "FAILED"}
 
-# metrics.json keys -> their MLflow names, so that one name means one thing: the tuning
-# time of one image is `tune_seconds` (child; `mean_tune_seconds` on the parent), the whole
-# night's wall time `wall_seconds` (parent).
+# metrics.json and timing.json keys -> their MLflow names, so that one name means one
+# thing: the tuning time of one image is `tune_seconds` (child; `mean_tune_seconds` on the
+# parent), the whole night's wall time `wall_seconds` (parent).
 METRIC_NAMES = {"seconds": "tune_seconds"}
 
 # MLflow's HTTP client retries each request 7 times with backoff factor 2 and a 120 s
@@ -263,7 +264,8 @@ class Tracker:
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        batch = [Metric(k, v, now, 0) for k, v in sorted(finite(parent_metrics(summary)).items())]
+        batch = [Metric(k, v, now, 0)
+                 for k, v in sorted(finite(parent_metrics(summary, rows)).items())]
         table = {c: [r.get(c) for r in rows] for c in IMAGE_TABLE_COLUMNS}
         table["tune_seconds"] = [r.get("seconds") for r in rows]
         with self.lock:
@@ -371,19 +373,25 @@ class Tracker:
             self.client.log_batch(run_id, metrics=chunk, tags=run_tags if i == 0 else ())
 
 
-# the columns of the parent's per-image table (images.json), as metrics.json names them
-# except `tune_seconds` (metrics.json `seconds`)
+# the columns of the parent's per-image table (images.json), as metrics.json and
+# timing.json name them except `tune_seconds` (timing.json `seconds`)
 IMAGE_TABLE_COLUMNS = ["image_id", "state", "reason", "l2", "ms_ssim", "lpips", "id",
                        "locality_l2", "locality_lpips", "peak_mem_bytes", "e4e_l2",
                        "child_run_id"]
 
 
-def parent_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
+def parent_metrics(summary: Mapping[str, Any], rows: Iterable[Mapping[str, Any]] = ()
+                   ) -> dict[str, Any]:
     """The parent's metrics from summary.json: `mean_<metric>` / `e4e_mean_<metric>` over
-    the done images (`mean_tune_seconds`: the mean tuning time of one image), `n_<state>`,
-    `processed`, `skipped`, `n_tracking_failed` and `wall_seconds` (the night's wall time,
-    summary.json `seconds`)."""
-    metrics = mlflow_metrics(summary.get("means") or {}, "mean_")
+    the done images, `n_<state>`, `processed`, `skipped`, `n_tracking_failed` and
+    `wall_seconds` (the night's wall time, summary.json `seconds`); from the per-image
+    `rows` (`gani.stages.image_rows`), the mean tuning cost over the done images
+    (`mean_tune_seconds`: the mean tuning time of one image, `mean_peak_mem_bytes`),
+    which summary.json does not hold (it is the same on every machine)."""
+    done = [r for r in rows if r.get("state") == "done"]
+    timing = {k: _mean(r.get(k) for r in done) for k in TIMING_KEYS}
+    metrics = mlflow_metrics({k: v for k, v in timing.items() if v is not None}, "mean_")
+    metrics.update(mlflow_metrics(summary.get("means") or {}, "mean_"))
     metrics.update(mlflow_metrics(summary.get("e4e_means") or {}, "e4e_mean_"))
     metrics.update({f"n_{k}": v for k, v in (summary.get("counts") or {}).items()})
     for k in ("processed", "skipped"):
@@ -397,3 +405,10 @@ def parent_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 def experiment_name(template: str, dataset: str, profile: str) -> str:
     return template.format(dataset=dataset, profile=profile)
+
+
+def _mean(values: Iterable[Any]) -> Optional[float]:
+    """The mean of the numbers among `values` (None, bools and NaN skipped), or None."""
+    nums = [float(v) for v in values
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return sum(nums) / len(nums) if nums else None

@@ -20,8 +20,8 @@ process) and whether it finished.
   final and logged; otherwise it ends FAILED (or stays RUNNING when MLflow is unreachable)
   and the next run resumes and reconciles it.
 
-Child run of an image (`log_image`): the metric keys of metrics.json (`seconds` as
-`tune_seconds`), plus e4e_* for the encoder alone, the tuning loss curve as steps of
+Child run of an image (`log_image`): the metric keys of metrics.json and of timing.json
+(`seconds` as `tune_seconds`), plus e4e_* for the encoder alone, the tuning loss curve as steps of
 `tune_loss`, the params that tell results apart (`meta.child_params`), a description and
 its images by key (`describe`), tags (content key, state, reason, method) and the image's
 artifacts in folders named after the stage that wrote them
@@ -46,6 +46,7 @@ from gani import io
 from gani.config import Settings
 from gani.redact import redact_uri
 from gani.stages import ImageItem, Layout, image_rows
+from gani.metrics.core import TIMING_KEYS
 from gani.stages.layout import ARTIFACTS, STATES
 from gani.stages.plan import result_hash
 
@@ -207,6 +208,8 @@ def log_image(item: ImageItem, output_uri: str, settings: Settings, parent_run_i
     if state == "done":
         metrics = io.read_json(layout.uri(item.image_id, "metrics"), default={}) or {}
         e4e = io.read_json(layout.uri(item.image_id, "e4e_metrics"), default={}) or {}
+        timing = io.read_json(layout.uri(item.image_id, "timing"), default={}) or {}
+        metrics.update({k: timing.get(k) for k in TIMING_KEYS})
         metrics.update({f"e4e_{k}": v for k, v in e4e.items()})
         if settings.tracking.log_loss_curve:
             info = io.read_json(layout.uri(item.image_id, "tune_info"), default={}) or {}

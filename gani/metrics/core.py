@@ -28,8 +28,13 @@ from .identity import _module_device, id_similarity
 from .ms_ssim import ms_ssim
 from .preprocess import METRIC_SIZE, ImageLike, metric_batch, metric_tensor
 
-METRIC_KEYS = ("l2", "ms_ssim", "lpips", "id", "locality_l2", "locality_lpips", "seconds",
-               "peak_mem_bytes")
+# What the images look like: the same on every machine for the same inputs and settings,
+# so these go into metrics.json (hashed by DVC, compared by `dvc metrics diff`).
+QUALITY_KEYS = ("l2", "ms_ssim", "lpips", "id", "locality_l2", "locality_lpips")
+# What the tuning cost: machine- and load-dependent, so the pipeline keeps them apart from the
+# results (per image in `timing.json`, docs/output-contract.md#timingjson).
+TIMING_KEYS = ("seconds", "peak_mem_bytes")
+METRIC_KEYS = QUALITY_KEYS + TIMING_KEYS
 
 
 def l2(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -149,9 +154,10 @@ def compute_metrics(target: ImageLike, recon: ImageLike, *, lpips_net: Optional[
     return out
 
 
-def summarize(per_image: list[dict]) -> dict[str, Optional[float]]:
-    """Mean of each metric over images, skipping None/NaN (HyperStyle drops NaN images)."""
+def summarize(per_image: list[dict], keys: tuple[str, ...] = METRIC_KEYS
+              ) -> dict[str, Optional[float]]:
+    """Mean of each of `keys` over images, skipping None/NaN (HyperStyle drops NaN images)."""
     from .ms_ssim import nanmean_dropping
 
-    return {k: nanmean_dropping(m.get(k) for m in per_image) for k in METRIC_KEYS}
+    return {k: nanmean_dropping(m.get(k) for m in per_image) for k in keys}
 

@@ -20,8 +20,8 @@ from gani.metrics.core import METRIC_KEYS
 
 from .layout import Layout
 
-# The machine-dependent keys of metrics.json (gani.metrics.METRIC_KEYS), under their
-# unambiguous names; everything else is a quality metric.
+# The machine-dependent keys of an image's row (from its timing.json, never in metrics.json:
+# gani.metrics.core.TIMING_KEYS), under their unambiguous names; the rest are quality.
 TIMING_KEYS = {"seconds": "tune_seconds", "peak_mem_bytes": "peak_mem_bytes"}
 QUALITY_KEYS = tuple(k for k in METRIC_KEYS if k not in TIMING_KEYS)
 PER_IMAGE_KEYS = ("l2", "ms_ssim", "lpips", "locality_l2")

@@ -2,8 +2,10 @@
 docs/output-contract.md#metricsjson exactly) and of the encoder alone, the side-by-side
 comparison, and the image's final `status.json`.
 
-`seconds` and `peak_mem_bytes` are the image's tuning cost (from `tune.json`); locality
-compares the tuned generator with the original on `evaluate.locality_n` seeded latents.
+metrics.json holds the quality keys only (`gani.metrics.core.QUALITY_KEYS`): the image's
+tuning cost (seconds, peak memory) differs between machines and runs, so it stays in the
+tune stage's `timing.json` and out of what DVC hashes. Locality compares the tuned
+generator with the original on `evaluate.locality_n` seeded latents.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch
 
 from gani.config import Settings
 from gani.metrics import compute_metrics
+from gani.metrics.core import QUALITY_KEYS
 from gani.metrics.preprocess import tensor2im
 
 from .common import fresh, load_png, load_tensor, mark, png_bytes, propagate, upstream
@@ -83,9 +86,7 @@ def evaluate_image(item: ImageItem, layout: Layout, settings: Settings, rt: Runt
                   id_kind=id_kind, domain=settings.domain, size=settings.evaluate.size)
     metrics = compute_metrics(aligned, recon, G=G, weight_deltas=deltas,
                               locality_n=settings.evaluate.locality_n,
-                              locality_seed=settings.evaluate.locality_seed,
-                              seconds=info.get("seconds"),
-                              peak_mem_bytes=info.get("peak_mem_bytes"), **common)
+                              locality_seed=settings.evaluate.locality_seed, **common)
     e4e_metrics = compute_metrics(aligned, e4e, **common)
     compare = compare_figure(aligned, tensor2im(e4e[0]), tensor2im(recon[0]), settings,
                              info.get("steps"), metrics, e4e_metrics)
@@ -120,6 +121,7 @@ def compare_figure(aligned, start, recon, settings: Settings, steps: Optional[in
 
 
 def _json(obj: dict) -> bytes:
+    """metrics.json / e4e_metrics.json: the quality keys, NaN/inf as null, keys sorted."""
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-             for k, v in obj.items()}
+             for k, v in obj.items() if k in QUALITY_KEYS}
     return (json.dumps(clean, indent=2, sort_keys=True) + "\n").encode()

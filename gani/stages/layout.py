@@ -8,7 +8,9 @@ One image's results sit in `<root>/<image_id>/`:
     latent.pt          the final W+ latent (tune)
     tuned.safetensors  the compact tuning result (tune; only the latent for e4e / projection)
     recon.png          the tuned reconstruction (tune)
-    tune.json          method, steps run, loss curve, seconds, peak memory (tune)
+    tune.json          method, steps run, loss curve, batch size (tune)
+    timing.json        tuning seconds and peak memory (tune): machine-dependent, so kept out
+                       of every other file (.dvcignore'd: not part of DVC's hashes)
     loss.png           the tuning loss curve, method and steps in its title (tune)
     edits.png          the edit grid rendered with the tuned generator (edit)
     edits.json         what each edit does to every attribute, measured by the attribute
@@ -40,6 +42,7 @@ ARTIFACTS: dict[str, tuple[str, str]] = {
     "tuned": ("tune", "tuned.safetensors"),
     "recon": ("tune", "recon.png"),
     "tune_info": ("tune", "tune.json"),
+    "timing": ("tune", "timing.json"),
     "loss_curve": ("tune", "loss.png"),
     "edits": ("edit", "edits.png"),
     "edit_effects": ("edit", "edits.json"),
@@ -49,8 +52,10 @@ ARTIFACTS: dict[str, tuple[str, str]] = {
     "status": ("evaluate", "status.json"),
 }
 
-# written only by some profiles: edits.json needs edit.regressor (the demo's testbed)
-OPTIONAL_ARTIFACTS = frozenset({"edit_effects"})
+# written only by some profiles: edits.json needs edit.regressor (the demo's testbed);
+# timing.json is a record of the cost, not a result: .dvcignore keeps it out of DVC's
+# hashes, so `dvc checkout` of the tune stage's outs does not bring it back
+OPTIONAL_ARTIFACTS = frozenset({"edit_effects", "timing"})
 
 SUMMARY_FILE = "summary.json"
 STATES = ("done", "quarantined", "failed")

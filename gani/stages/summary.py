@@ -7,7 +7,7 @@ failed ids with reasons, and the mean of each metric over done images.
       "failed": {},
       "details": {"broken": "image file is truncated ..."},   (why, for quarantined/failed)
       "means": {"l2": ..., "ms_ssim": ..., "lpips": null, "id": null, "locality_l2": ...,
-                "locality_lpips": null, "seconds": ..., "peak_mem_bytes": ...},
+                "locality_lpips": null},
       "e4e_means": {... the same keys for the encoder's reconstruction ...},
       "images": 5, "processed": 5, "skipped": 0, "pending": 0,
       "output": "<output root>", "dataset": "...", "profile": "...", "settings_hash": "..."
@@ -15,7 +15,10 @@ failed ids with reasons, and the mean of each metric over done images.
 
 A mean is null when no done image has that metric (a network's weights are absent).
 The summary is built from each image's `status.json` and `metrics.json` on disk, so it
-also counts images finished by earlier runs.
+also counts images finished by earlier runs. Means are of the quality keys only: the
+tuning cost (`timing.json`: `seconds`, `peak_mem_bytes`) is in each image's row, for the
+MLflow parent and the DVC pipeline's `timing.json`, but never in summary.json, which DVC
+hashes and must be the same on every machine.
 """
 from __future__ import annotations
 
@@ -24,14 +27,15 @@ from typing import Any, Iterable, Optional
 
 from gani import io
 from gani.redact import redact_obj
-from gani.metrics.core import METRIC_KEYS, summarize
+from gani.metrics.core import QUALITY_KEYS, TIMING_KEYS, summarize
 
 from .layout import Layout
 from .plan import ImageItem
 
 
 def image_rows(items: Iterable[ImageItem], layout: Layout) -> list[dict[str, Any]]:
-    """One row per image: id, state, reason and its metrics (from disk)."""
+    """One row per image: id, state, reason, its metrics and its tuning cost (from disk;
+    `seconds` / `peak_mem_bytes` None where `timing.json` is absent)."""
     rows = []
     for item in items:
         status = layout.read_status(item.image_id) or {}
@@ -50,8 +54,11 @@ def image_rows(items: Iterable[ImageItem], layout: Layout) -> list[dict[str, Any
                                    layout.storage_options, {}) or {}
             e4e = io.read_json(layout.uri(item.image_id, "e4e_metrics"),
                                layout.storage_options, {}) or {}
-            row.update({k: metrics.get(k) for k in METRIC_KEYS})
-            row.update({f"e4e_{k}": e4e.get(k) for k in METRIC_KEYS})
+            timing = io.read_json(layout.uri(item.image_id, "timing"),
+                                  layout.storage_options, {}) or {}
+            row.update({k: metrics.get(k) for k in QUALITY_KEYS})
+            row.update({k: timing.get(k) for k in TIMING_KEYS})
+            row.update({f"e4e_{k}": e4e.get(k) for k in QUALITY_KEYS})
         rows.append(row)
     return rows
 
@@ -68,8 +75,9 @@ def build_summary(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
         "failed": {r["image_id"]: r["reason"] for r in rows if r["state"] == "failed"},
         "details": {r["image_id"]: r["detail"] for r in rows
                     if r["state"] in ("quarantined", "failed") and r.get("detail")},
-        "means": summarize(done),
-        "e4e_means": summarize([{k: r.get(f"e4e_{k}") for k in METRIC_KEYS} for r in done]),
+        "means": summarize(done, QUALITY_KEYS),
+        "e4e_means": summarize([{k: r.get(f"e4e_{k}") for k in QUALITY_KEYS} for r in done],
+                               QUALITY_KEYS),
         "images": len(rows),
         "pending": pending,
     }

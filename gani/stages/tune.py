@@ -226,9 +226,12 @@ def _write_result(item: ImageItem, res, target: torch.Tensor, layout: Layout,
     info = {"method": res.method, "steps": steps_of(res.method, settings.tune),
             "loss_curve": [float(v) for v in res.loss_curve],
             "parts": {k: [float(v) for v in vs] for k, vs in (res.parts or {}).items()},
-            "seconds": float(res.seconds), "peak_mem_bytes": peak_mem,
-            "peak_mem_scope": "batch", "batch_size": settings.tune.batch_size}
+            "batch_size": settings.tune.batch_size}
     layout.write(item.image_id, "tune_info", json.dumps(info, indent=2).encode())
+    # the cost apart from the result, so that tune.json is the same on every machine
+    timing = {"seconds": float(res.seconds), "peak_mem_bytes": peak_mem,
+              "peak_mem_scope": "batch"}
+    layout.write(item.image_id, "timing", json.dumps(timing, indent=2).encode())
     layout.write(item.image_id, "loss_curve", png_bytes(loss_figure(info, settings)))
     _remember(layout, item, res)
     return mark(layout, item, STAGE, "done", method=res.method)

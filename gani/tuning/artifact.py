@@ -30,7 +30,12 @@ one, so float reductions may reorder); fp16 deltas within 1e-2.
 whose modulated convs have the given shapes (`modulated_conv_shapes(1024)`: the official
 FFHQ architecture), the number docs/method.md reports per image at 1024 px.
 
-Files are written atomically (temporary file + rename).
+Files are written atomically (temporary file + rename) and are a function of the result
+alone: the same tensors and settings give the same bytes (the DVC pipeline hashes them).
+So the header's JSON is written in a fixed order (`canonical_header`: safetensors' own
+writer emits the metadata map in a random order per process), and the artifact holds no
+timing (a loaded result's `seconds` is 0.0; the stage keeps the tuning time in
+`timing.json`).
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ from collections import OrderedDict
 from typing import Mapping, Optional
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from gani.config.schema import GMMSection
 
@@ -150,12 +155,37 @@ def artifact_nbytes(shapes: Mapping[str, tuple], mode: str, *, dtype: str = "fp3
     raise ValueError(f"unknown mode {mode!r}")
 
 
+def canonical_header(data: bytes) -> bytes:
+    """The safetensors file `data` with its JSON header rewritten in a fixed order.
+
+    Layout: 8 bytes little-endian header length N, N bytes of JSON (padded with spaces to a
+    multiple of 8), then the tensor data, which the header's `data_offsets` index relative
+    to its start. safetensors serialises `__metadata__` from a hash map, so its key order
+    (and so the file's bytes) changes from one process to the next. Rewritten here:
+    `__metadata__` first with its keys sorted, then the tensors in the order of their
+    offsets, compact separators, padded to 8 bytes; the tensor data is kept as it is.
+    Readers do not depend on the order (safetensors sorts by offset when loading)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered: dict = {}
+    if meta is not None:
+        ordered["__metadata__"] = dict(sorted(meta.items()))
+    for name in sorted(header, key=lambda k: (header[k]["data_offsets"], k)):
+        ordered[name] = header[name]
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
+
+
 def _atomic_save(tensors: dict, meta: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = canonical_header(save({k: v.contiguous() for k, v in tensors.items()},
+                                 metadata=meta))
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
+        Path(tmp).write_bytes(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -187,7 +217,6 @@ def save_artifact(path, result: TunedImage, target: Optional[torch.Tensor] = Non
     tensors = {"latent": result.latent.float().cpu()}
     meta = {"format": FORMAT, "method": result.method, "mode": mode,
             "loss_curve": json.dumps(result.loss_curve), "error": result.error or "",
-            "seconds": repr(float(result.seconds)),
             "generator": json.dumps(generator_info or {})}
     if mode == "modules":
         for k, v in result.state.items():

@@ -304,7 +304,8 @@ def audit_mlflow(uri: str, experiment: str, out: Path, ids: list[str],
 
 # the child run's artifacts: each file of the image's folder under the stage that wrote it
 CHILD_FILES = {"align/aligned.png", "encode/e4e.png", "encode/e4e_latent.pt", "tune/recon.png",
-               "tune/latent.pt", "tune/tuned.safetensors", "tune/tune.json", "tune/loss.png",
+               "tune/latent.pt", "tune/tuned.safetensors", "tune/tune.json", "tune/timing.json",
+               "tune/loss.png",
                "edit/edits.png", "evaluate/compare.png", "evaluate/metrics.json",
                "evaluate/e4e_metrics.json", "evaluate/status.json"}
 

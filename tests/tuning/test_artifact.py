@@ -145,3 +145,59 @@ def test_official_1024_shapes():
     assert sum(torch.Size(s).numel() for s in shapes.values()) == 23_592_864
     # fp16 deltas of the optimizer reading at 1024 px: 2 bytes a weight + the fp32 W+ latent
     assert artifact_nbytes(shapes, "deltas", dtype="fp16") == 2 * 23_592_864 + 18 * 512 * 4
+
+
+_SAVE_IN_A_FRESH_PROCESS = """
+import sys, torch
+from gani.tuning.artifact import save_artifact
+from gani.tuning.result import TunedImage
+g = torch.Generator().manual_seed(0)
+r = TunedImage(method="pti", latent=torch.randn(1, 4, 8, generator=g),
+               deltas={"convs.0": torch.randn(4, 4, 3, 3, generator=g)},
+               loss_curve=[0.5, 0.25], seconds=float(sys.argv[2]))
+save_artifact(sys.argv[1], r, mode="deltas", generator_info={"size": 32, "style_dim": 8})
+"""
+
+
+def test_artifact_bytes_are_a_function_of_the_result_alone(tmp_path):
+    """DVC hashes tuned.safetensors: two processes (each with its own hash-map seed, which
+    ordered safetensors' metadata before) saving the same result with different tuning
+    times write the same bytes, and the file still loads."""
+    import subprocess
+    import sys
+
+    paths = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
+    for path, seconds in zip(paths, ("1.5", "7.25")):
+        subprocess.run([sys.executable, "-c", _SAVE_IN_A_FRESH_PROCESS, str(path), seconds],
+                       check=True)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    art = load_artifact(paths[0])
+    assert "seconds" not in art.meta and art.meta["method"] == "pti"
+    assert art.result().loss_curve == [0.5, 0.25]
+    assert set(art.deltas) == {"convs.0"}
+
+
+def test_canonical_header_orders_metadata_and_tensors():
+    """The header is rewritten to one order whatever order it came in; the data is kept."""
+    import json
+
+    from safetensors.torch import load, save
+
+    from gani.tuning.artifact import canonical_header
+
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, dtype=torch.float16)}
+    raw = save(tensors, metadata={"z": "1", "a": "2", "m": "3"})
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    shuffled = {k: header[k] for k in reversed(list(header))}
+    shuffled["__metadata__"] = {"m": "3", "z": "1", "a": "2"}
+    text = json.dumps(shuffled).encode()
+    text += b" " * (-len(text) % 8)
+    other = len(text).to_bytes(8, "little") + text + raw[8 + n:]
+    assert other != raw and canonical_header(other) == canonical_header(raw)
+    out = canonical_header(raw)
+    m = int.from_bytes(out[:8], "little")
+    assert m % 8 == 0
+    assert list(json.loads(out[8:8 + m])["__metadata__"]) == ["a", "m", "z"]
+    back = load(out)
+    assert all(torch.equal(back[k], v) for k, v in tensors.items())

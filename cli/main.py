@@ -119,8 +119,9 @@ def _check_uris(args: argparse.Namespace) -> None:
 def chosen_profile(args: argparse.Namespace) -> tuple[str, str]:
     """(profile, where it was chosen). `gani invert` takes it from --profile or from a
     `profile:` key of the user's own parameters file (./params.yaml or --params), never
-    from the packaged defaults: running a guessed network on real photos is the one
-    mistake a run cannot show. ConfigError (exit 2), listing the profiles, otherwise."""
+    from the packaged defaults (nor the repository's params.yaml, the same file): running
+    a guessed network on real photos is the one mistake a run cannot show. ConfigError
+    (exit 2), listing the profiles, otherwise."""
     from gani.config import ConfigError, packaged_params_path, params_sources, read_params
 
     if args.profile:
@@ -146,12 +147,13 @@ def chosen_profile(args: argparse.Namespace) -> tuple[str, str]:
 def run_header(args: argparse.Namespace, settings, chosen_by: str) -> list[str]:
     """What the run will use, said before any work: profile (and who chose it), networks,
     tuner, parameter files; a loud note for a trial profile on `gani invert`."""
-    from gani.config import params_sources
+    from gani.config import packaged_params_path, params_sources
     from gani.tuning.api import steps_of
 
     m = settings.models
-    files = " + ".join("packaged defaults" if i == 0 else str(p)
-                       for i, p in enumerate(params_sources(args.params)))
+    [source] = params_sources(args.params)
+    files = ("the packaged defaults" if source.resolve() == packaged_params_path().resolve()
+             else str(source))
     lines = [f"profile {settings.profile} (from {chosen_by}): domain {settings.domain}, "
              f"generator {m.generator.checkpoint} ({m.generator.size} px), encoder "
              f"{m.encoder.checkpoint}, {steps_of(settings.tune.method, settings.tune)} "

@@ -36,7 +36,8 @@ examples:
   gani checkpoints import ~/Downloads/stylegan2-ffhq-config-f.pt
 
 parameters: the defaults ship with the package; a params.yaml in the working directory, or
---params FILE, is merged on top (it needs only the keys it changes); --set wins over both."""
+--params FILE, is used instead (start from a copy of the defaults: gani/config/params.yaml);
+--set KEY=VALUE wins over the file."""
 
 PROFILES = ("ffhq, cars, church, horse, afhq_wild (real domains: their checkpoints must be "
             "imported); demo (the 32-px testbed trained on procedural faces) and demo_random "
@@ -110,8 +111,8 @@ def _add_run_options(p: argparse.ArgumentParser, default_profile: Optional[str])
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one parameter, e.g. --set tune.steps=50 (repeatable)")
     p.add_argument("--params", default=None, metavar="FILE",
-                   help="parameters merged over the packaged defaults (default: ./params.yaml "
-                        "when there is one)")
+                   help="parameters file, used instead of the packaged defaults (default: "
+                        "./params.yaml when there is one, else the packaged defaults)")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="show Prefect's task-run lines and MLflow's set-up lines (hidden by "
                         "default), no progress bar")

@@ -1,10 +1,12 @@
 """Load params.yaml, apply a named profile and `--set key=value` overrides, validate.
 
-Where the parameters come from (`params_sources`): the defaults that ship inside the
+Where the parameters come from (`params_sources`): the file given as `path` (`--params`),
+else a `params.yaml` in the working directory, else the defaults that ship inside the
 package (`gani/config/params.yaml`, a symlink to the repository's params.yaml, so the two
-are one file and an installed `gani` runs in any folder), then, merged on top, the file
-given as `path` (`--params`) or, without one, a `params.yaml` in the working directory if
-there is one. A user's file only needs the keys it changes.
+are one file and an installed `gani` runs in any folder). One file, read whole: a user's
+file replaces the defaults rather than being merged over them, so what runs is exactly
+what the file (and `dvc params diff`) shows, and a profile can drop a key the defaults
+set. Start one from `gani/config/params.yaml` (or the repository's params.yaml).
 
 Resolution order: the base sections, then `profiles.<name>` merged on top, then each
 `--set dotted.key=value` (the value parsed as YAML). Every error names the field path and
@@ -132,24 +134,18 @@ def packaged_params_path() -> Path:
 
 
 def params_sources(path: str | Path | None = None) -> list[Path]:
-    """The parameter files a run reads, lowest priority first: the packaged defaults, then
-    `path` (which must exist) or, when None, ./params.yaml if present. A file that is the
-    packaged one itself (the repository's params.yaml) is read once."""
-    packaged = packaged_params_path()
-    user = Path(path) if path is not None else Path("params.yaml")
-    if path is None and not user.is_file():
-        return [packaged]
-    if user.is_file() and packaged.is_file() and user.resolve() == packaged.resolve():
-        return [packaged]
-    return [packaged, user] if packaged.is_file() else [user]
+    """The parameters file a run reads, as a one-element list: `path` (which must exist;
+    read_params says so), else ./params.yaml when present, else the packaged defaults."""
+    if path is not None:
+        return [Path(path)]
+    local = Path("params.yaml")
+    return [local] if local.is_file() else [packaged_params_path()]
 
 
 def read_layered_params(path: str | Path | None = None) -> dict:
-    """The merged parameters of `params_sources(path)` (each file checked by read_params)."""
-    merged: dict = {}
-    for source in params_sources(path):
-        merged = _deep_merge(merged, read_params(source))
-    return merged
+    """The parameters of `params_sources(path)` (checked by read_params)."""
+    [source] = params_sources(path)
+    return read_params(source)
 
 
 def read_params(path: str | Path = "params.yaml") -> dict:
@@ -241,8 +237,8 @@ def resolve(data: Mapping, profile: str | None = None, overrides: Iterable[str] 
 
 def load_settings(path: str | Path | None = None, profile: str | None = None,
                   overrides: Iterable[str] = ()) -> Settings:
-    """The packaged defaults, `path` (or ./params.yaml) on top, resolved for `profile` with
-    `--set` overrides (see `params_sources`)."""
+    """`path`, else ./params.yaml, else the packaged defaults (`params_sources`), resolved
+    for `profile` with `--set` overrides."""
     return resolve(read_layered_params(path), profile, overrides)
 
 

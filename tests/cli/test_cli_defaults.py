@@ -40,19 +40,20 @@ def test_settings_resolve_in_a_folder_without_params_yaml(tmp_path, monkeypatch)
     assert settings_hash(here) == settings_hash(repo)
 
 
-def test_a_local_params_yaml_only_needs_the_keys_it_changes(tmp_path, monkeypatch):
+def test_a_local_params_yaml_or_params_replaces_the_defaults(tmp_path, monkeypatch):
+    """One file is read whole (what DVC shows is what runs; a profile can drop a key): a
+    ./params.yaml, else --params, else the packaged defaults."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text("tune:\n  log_every: 3\n"
-                                          "profiles:\n  demo_random:\n    tune: {steps: 7}\n")
-    s = load_settings(None, "demo_random")
-    assert params_sources() == [packaged_params_path(), Path("params.yaml")]
-    assert s.tune.steps == 7 and s.tune.log_every == 3
-    base = load_settings(ROOT / "params.yaml", "demo_random")
-    assert s.models == base.models and s.edit == base.edit      # the rest: the defaults
-    # --params names another file: merged the same way; a missing one is an error
+    text = packaged_params_path().read_text()
+    (tmp_path / "params.yaml").write_text(text.replace("  log_every: 10", "  log_every: 3"))
+    assert params_sources() == [Path("params.yaml")]
+    assert load_settings(None, "ffhq").tune.log_every == 3
     other = tmp_path / "night.yaml"
-    other.write_text("profiles:\n  demo_random:\n    tune: {steps: 9}\n")
-    assert load_settings(other, "demo_random").tune.steps == 9
+    other.write_text("profiles:\n  mine: {tune: {steps: 9}}\n")
+    s = load_settings(other, "mine")              # nothing from the defaults' profiles
+    assert s.tune.steps == 9
+    with pytest.raises(ConfigError, match="unknown profile 'ffhq'"):
+        load_settings(other, "ffhq")
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.yaml", "demo_random")
 

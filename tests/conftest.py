@@ -22,6 +22,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prefect_logging_on_session_stderr():
+    """Prefect sets its logging up once per process, on first use, and its console handler
+    keeps the stderr of that moment. When that moment falls inside a test that captures
+    output (`capsys`: the CLI run in-process), the handler keeps that test's stream, which is
+    closed when the test ends, and every later flow in the session fails to log ("I/O
+    operation on closed file", then RecursionError). A real `gani` process has one stderr;
+    setting Prefect's logging up at session start gives the tests the same."""
+    from prefect.logging.configuration import ensure_logging_setup
+
+    ensure_logging_setup()
+    yield
+
+
 @pytest.fixture(scope="session")
 def moto_s3():
     from moto.server import ThreadedMotoServer

@@ -179,7 +179,7 @@ def parse_file(path: Path) -> Optional[str]:
     try:
         if name.endswith(".json"):
             json.loads(path.read_text())
-        elif name.endswith(".png"):
+        elif name.endswith((".png", ".webp", ".jpg", ".jpeg")):   # .webp: mlflow log_image
             from PIL import Image
 
             with Image.open(path) as im:

@@ -321,6 +321,17 @@ def assess(G, ctx: EditContext, targets_info, targets, results, pred_target,
 
 
 
+def zero_vs_start(rows: list[dict]) -> list[dict]:
+    """The start's own rows: every edit's change against the start is exactly 0."""
+    for row in rows:
+        for p in row["per_direction"].values():
+            p["vs_start"] = 0.0
+        for key in ("", "_gs"):
+            if row.get("edit_ratio" + key) is not None:
+                row["edit_vs_start" + key] = 0.0
+    return rows
+
+
 def spread(values) -> dict:
     """mean, std (ddof 1), 95 % CI half-width (Student t) and n over the finite values."""
     v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=float)
@@ -454,13 +465,7 @@ def run_judgement(args) -> dict:
             t_eval = time.perf_counter()
             rows = assess(G, ctx, targets_info, targets, res, pred_target, start_rows)
             if name == "start":
-                start_rows = rows
-                for row in rows:                      # the start against itself: exactly 0
-                    for p in row["per_direction"].values():
-                        p["vs_start"] = 0.0
-                    for key in ("", "_gs"):
-                        if row.get("edit_ratio" + key) is not None:
-                            row["edit_vs_start" + key] = 0.0
+                start_rows = zero_vs_start(rows)
             eval_s = time.perf_counter() - t_eval
             entry = {"method": method, "overrides": over, "steps_run": n_steps,
                      "seconds": wall, "s_per_step": wall / n_steps if n_steps else 0.0,

@@ -163,13 +163,7 @@ def run_worker(args) -> int:
                       args.min_ref_effect, args.min_consistency)
     fixed = {"projection.optimize_noise": False, "projection.noise_init": "const"}
     res0 = tune_images("e4e", G, targets, w0, Q.make_cfg(base, fixed, 0, N), loss)
-    start_rows = J.assess(G, ctx, targets_info, targets, res0, pred_target)
-    for row in start_rows:                    # the start against itself: exactly 0
-        for p in row["per_direction"].values():
-            p["vs_start"] = 0.0
-        for key in ("", "_gs"):
-            if row.get("edit_ratio" + key) is not None:
-                row["edit_vs_start" + key] = 0.0
+    start_rows = J.zero_vs_start(J.assess(G, ctx, targets_info, targets, res0, pred_target))
     setup_s = time.perf_counter() - t0
     out = {"testbed": args.testbed, "generator": gen_info, "init": init,
            "targets": targets_info, "device": args.device,
@@ -348,6 +342,21 @@ def summarise(data: dict, ratios: dict) -> dict:
     return out
 
 
+FAMILY_ORDER = ("start", "projection", "pti", "gani reparam", "gani optimizer")
+
+
+def report_order(name: str) -> tuple:
+    """Rows by family (baselines first), then sharing, then learning rate."""
+    rate = name.rsplit(" ", 1)[-1].replace("lr", "")
+    value = {"×1/3": 1 / 3, "×1": 1.0, "×3": 3.0}.get(rate)
+    if value is None:
+        try:
+            value = float(rate)
+        except ValueError:
+            value = 0.0
+    return (FAMILY_ORDER.index(family(name)), name.split(" lr")[0], value)
+
+
 def pareto_front(cells: dict, group: str = "procedural") -> set[str]:
     pts = {n: (c[group]["l2"]["mean"], c[group]["drift"]["mean"])
            for n, c in cells.items() if group in c and c[group]["l2"]["mean"] is not None}
@@ -395,7 +404,7 @@ def markdown(datas: list[dict], ratios: dict) -> str:
                       "time ↓ | edit ratio (→1) | edit leakage ↓ | edit change vs start ↓ | "
                       "attr err ↓ | L2 real ↓ |",
                       "|---|---|---|---|---|---|---|---|---|---|"]
-            for name, c in cells.items():
+            for name, c in sorted(cells.items(), key=lambda kv: report_order(kv[0])):
                 p = c.get("procedural", {})
                 lines.append(
                     f"| {'★ ' if name in front else ''}{name} | {_f(c.get('test', {}).get('l2'))}"
@@ -403,7 +412,7 @@ def markdown(datas: list[dict], ratios: dict) -> str:
                     f"{_f(p.get('mse_equal_time'))} | {_f(p.get('edit_ratio'), 2)} | "
                     f"{_f(p.get('edit_leakage'), 3)} | {_f(p.get('edit_vs_start'), 3)} | "
                     f"{_f(p.get('attr_err'), 3)} | {_f(c.get('real', {}).get('l2'))} |")
-            lines += ["", "On the front: " + ", ".join(n for n in cells if n in front) + ".", ""]
+            lines += ["", "On the front: " + ", ".join(sorted(front, key=report_order)) + ".", ""]
             errs = {n: c["_meta"]["errors"] for n, c in cells.items() if c["_meta"]["errors"]}
             if errs:
                 lines += [f"Errors: {errs}", ""]

@@ -376,7 +376,8 @@ def _f(s: dict | None, d: int = 4) -> str:
     return txt + (f" ± {s['ci95']:.{d}f}" if s.get("ci95") is not None else "")
 
 
-def markdown(datas: list[dict], ratios: dict) -> str:
+def markdown(datas: list[dict], ratios: dict, expected: list[str] | None = None) -> str:
+    """The report; `expected` (the grid's names) lists what a budget lacks."""
     lines = ["# Pareto judgement: fit against drift on both testbeds (issue 13)", "",
              "Written by `python -m benchmarks.testbed.pareto` (its docstring has the protocol). "
              "Cells: mean ± 95 % CI half-width (Student t over targets). L2 and drift as in "
@@ -413,6 +414,10 @@ def markdown(datas: list[dict], ratios: dict) -> str:
                     f"{_f(p.get('edit_leakage'), 3)} | {_f(p.get('edit_vs_start'), 3)} | "
                     f"{_f(p.get('attr_err'), 3)} | {_f(c.get('real', {}).get('l2'))} |")
             lines += ["", "On the front: " + ", ".join(sorted(front, key=report_order)) + ".", ""]
+            lacking = [n for n in (expected or []) if n not in cells]
+            if lacking:
+                lines += [f"**Not in this run ({len(lacking)} of {len(expected)} "
+                          "configurations):** " + ", ".join(lacking) + ".", ""]
             errs = {n: c["_meta"]["errors"] for n, c in cells.items() if c["_meta"]["errors"]}
             if errs:
                 lines += [f"Errors: {errs}", ""]
@@ -476,13 +481,18 @@ def plot(datas: list[dict], ratios: dict, path: Path) -> None:
 
 
 def report(args) -> int:
+    from gani.config import read_params
+    from gani.config.schema import TuneSection
+
     datas = [json.loads(Path(p).read_text()) for p in args.files]
     ratios = step_cost_ratios()
+    expected = list(grid(TuneSection(**read_params(ROOT / "params.yaml")["tune"]).optimizer.lr))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "pareto.md").write_text(markdown(datas, ratios))
-    plot(datas, ratios, out / "pareto_fit_vs_drift.png")
-    print(f"wrote {out / 'pareto.md'} and {out / 'pareto_fit_vs_drift.png'}")
+    md, png = out / f"{args.stem}.md", out / f"{args.stem}_fit_vs_drift.png"
+    md.write_text(markdown(datas, ratios, expected))
+    plot(datas, ratios, png)
+    print(f"wrote {md} and {png}")
     return 0
 
 
@@ -522,6 +532,7 @@ def main(argv=None) -> int:
     rep = sub.add_parser("report")
     rep.add_argument("files", nargs="+")
     rep.add_argument("--out", default=str(HERE / "results"))
+    rep.add_argument("--stem", default="pareto", help="writes <stem>.md, <stem>_fit_vs_drift.png")
     args = ap.parse_args(argv)
     if args.cmd == "merge":
         return 0 if merge(Path(args.parts_dir), Path(args.out)) else 1

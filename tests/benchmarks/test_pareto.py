@@ -105,6 +105,8 @@ def test_report_marks_the_front_reads_equal_time_off_the_curve_and_lists_skips(t
     md = P.markdown([_data()], ratios)
     assert "| ★ pti lr 0.0003 |" in md and "| gani reparam/channels lr×1 |" in md
     assert "Not run (deadline): projection (100)" in md
+    md = P.markdown([_data()], ratios, expected=["start", "pti lr 0.0003", "pti lr 0.001"])
+    assert "**Not in this run (1 of 3 configurations):** pti lr 0.001." in md
     P.plot([_data()], ratios, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000
 

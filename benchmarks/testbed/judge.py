@@ -836,6 +836,20 @@ def plot_grid(G, ctx: EditContext, targets, names, renders: dict, out_dir: Path,
         + "\nrows: " + ", ".join(names[i] for i in picked) + "\n")
 
 
+def add_edit_arguments(ap: argparse.ArgumentParser) -> None:
+    """The edit measurement's knobs (`EditContext`), shared with benchmarks.testbed.pareto."""
+    ap.add_argument("--strength", type=float, default=1.5, help="edit α in σ_d")
+    ap.add_argument("--ganspace", type=int, default=4, help="GANSpace components to edit")
+    ap.add_argument("--n-pop", type=int, default=2000, help="W samples for σ_d")
+    ap.add_argument("--n-ref", type=int, default=128,
+                    help="generated samples of the edit reference (and the attribute std)")
+    ap.add_argument("--min-ref-effect", type=float, default=0.15,
+                    help="directions with a smaller reference effect (std/σ) are not averaged")
+    ap.add_argument("--min-consistency", type=float, default=0.8,
+                    help="… nor those moving their attribute the average way on fewer than "
+                         "this share of the reference samples (non-linear, e.g. hues)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -856,17 +870,8 @@ def main(argv=None) -> int:
     ap.add_argument("--equal-time-run", default="projection,gani",
                     help="methods really re-run at PTI's wall time (comma list | all | none); "
                          "the others: MSE read off the loss curve")
-    ap.add_argument("--strength", type=float, default=1.5, help="edit α in σ_d")
-    ap.add_argument("--ganspace", type=int, default=4, help="GANSpace components to edit")
-    ap.add_argument("--n-pop", type=int, default=2000, help="W samples for σ_d")
-    ap.add_argument("--n-ref", type=int, default=128,
-                    help="generated samples of the edit reference (and the attribute std)")
+    add_edit_arguments(ap)
     ap.add_argument("--n-control", type=int, default=8, help="fresh samples of the control")
-    ap.add_argument("--min-ref-effect", type=float, default=0.15,
-                    help="directions with a smaller reference effect (std/σ) are not averaged")
-    ap.add_argument("--min-consistency", type=float, default=0.8,
-                    help="… nor those moving their attribute the average way on fewer than "
-                         "this share of the reference samples (non-linear, e.g. hues)")
     ap.add_argument("--grid-edit", default="", help="direction shown in the image grid "
                     "(default: the InterFaceGAN direction with the largest reference effect)")
     ap.add_argument("--threads", type=int, default=1)

@@ -41,8 +41,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
-import os
 import subprocess
 import sys
 import time
@@ -63,6 +61,14 @@ GPU_RESULTS = ROOT / "benchmarks" / "gpu" / "results" / "h200_1024.json"
 
 
 # ---------------------------------------------------------------------- the grid
+def base_tune():
+    """params.yaml's tune section (every configuration's base)."""
+    from gani.config import read_params
+    from gani.config.schema import TuneSection
+
+    return TuneSection(**read_params(ROOT / "params.yaml")["tune"])
+
+
 def grid(reparam_lr: float) -> dict[str, tuple[str, dict]]:
     """name → (tune method, overrides of params.yaml's tune section), in report order."""
     g: dict[str, tuple[str, dict]] = {
@@ -134,8 +140,6 @@ def run_worker(args) -> int:
     """Run the jobs of --jobs (JSON list of [config, steps]) on one testbed; write --part."""
     from benchmarks.quality import run as Q
     from benchmarks.testbed import judge as J
-    from gani.config import read_params
-    from gani.config.schema import TuneSection
     from gani.losses import SimilarityLoss
     from gani.testbed.edits import EditContext
     from gani.tuning import tune_images
@@ -154,7 +158,7 @@ def run_worker(args) -> int:
         if t["labels"] is not None:
             t["attr_err_target"] = float(((p - torch.tensor(t["labels"])).abs()
                                           / reg.label_std).mean())
-    base = TuneSection(**read_params(ROOT / "params.yaml")["tune"])
+    base = base_tune()
     loss = SimilarityLoss(base.loss)          # no LPIPS / id / parser weights: pixel L2 only
     table = grid(base.optimizer.lr)
     G_dev = copy.deepcopy(G).to(args.device).requires_grad_(False)
@@ -242,14 +246,10 @@ def plan_jobs(configs: list[str], budgets: list[int], table: dict, n: int) -> li
 def launch(args) -> int:
     """Start --workers processes (split evenly over the testbeds), wait, merge per testbed.
     A testbed without its e4e is left out with a message (the others still run)."""
-    from gani.config import read_params
-    from gani.config.schema import TuneSection
-
     out = Path(args.out)
     parts_dir = Path(args.parts_dir or out / "parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
-    base = TuneSection(**read_params(ROOT / "params.yaml")["tune"])
-    table = grid(base.optimizer.lr)
+    table = grid(base_tune().optimizer.lr)
     configs = ([c.strip() for c in args.configs.split(",") if c.strip()]
                if args.configs else list(table))
     unknown = [c for c in configs if c not in table]
@@ -481,12 +481,9 @@ def plot(datas: list[dict], ratios: dict, path: Path) -> None:
 
 
 def report(args) -> int:
-    from gani.config import read_params
-    from gani.config.schema import TuneSection
-
     datas = [json.loads(Path(p).read_text()) for p in args.files]
     ratios = step_cost_ratios()
-    expected = list(grid(TuneSection(**read_params(ROOT / "params.yaml")["tune"]).optimizer.lr))
+    expected = list(grid(base_tune().optimizer.lr))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md, png = out / f"{args.stem}.md", out / f"{args.stem}_fit_vs_drift.png"
@@ -498,6 +495,8 @@ def report(args) -> int:
 
 # ---------------------------------------------------------------------- CLI
 def main(argv=None) -> int:
+    from benchmarks.testbed.judge import add_edit_arguments
+
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -520,12 +519,7 @@ def main(argv=None) -> int:
     w.add_argument("--testbed", required=True, choices=sorted(RUNS))
     w.add_argument("--jobs", required=True)
     w.add_argument("--part", required=True)
-    w.add_argument("--ganspace", type=int, default=4)
-    w.add_argument("--strength", type=float, default=1.5)
-    w.add_argument("--n-pop", type=int, default=2000)
-    w.add_argument("--n-ref", type=int, default=128)
-    w.add_argument("--min-ref-effect", type=float, default=0.15)
-    w.add_argument("--min-consistency", type=float, default=0.8)
+    add_edit_arguments(w)
     mg = sub.add_parser("merge")
     mg.add_argument("parts_dir")
     mg.add_argument("--out", required=True)

@@ -282,7 +282,9 @@ def launch(args) -> int:
 
 
 def merge(parts_dir: Path, out: Path) -> list[Path]:
-    """parts_dir/<testbed>_<k>.json (one per worker) → out/pareto_<testbed>.json."""
+    """parts_dir/<testbed>_<k>.json (one per worker) → out/pareto_<testbed>.json. Parts of
+    several runs may share the folder: a job that ran wins over the same job skipped at a
+    deadline elsewhere (a resumed grid)."""
     by_tb: dict[str, list[dict]] = {}
     for p in sorted(Path(parts_dir).glob("*_*.json")):
         d = json.loads(p.read_text())
@@ -293,12 +295,15 @@ def merge(parts_dir: Path, out: Path) -> list[Path]:
         merged.update(workers=len(parts), setup_s=[p["setup_s"] for p in parts],
                       total_s=[p.get("total_s") for p in parts],
                       written=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), jobs=[])
-        seen = set()
+        at: dict[tuple, int] = {}             # (config, steps) -> index in merged["jobs"]
         for p in parts:
             for j in p["jobs"]:
-                if (j["config"], j["steps"]) not in seen:
-                    seen.add((j["config"], j["steps"]))
+                key = (j["config"], j["steps"])
+                if key not in at:
+                    at[key] = len(merged["jobs"])
                     merged["jobs"].append(j)
+                elif "skipped" in merged["jobs"][at[key]] and "skipped" not in j:
+                    merged["jobs"][at[key]] = j   # a later run did what an earlier one skipped
         merged["budgets"] = sorted({j["steps"] for j in merged["jobs"] if j["steps"]}
                                    | {j["budget"] for j in merged["jobs"] if "budget" in j})
         path = Path(out) / f"pareto_{tb}.json"

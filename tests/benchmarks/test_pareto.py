@@ -124,6 +124,27 @@ def test_merge_joins_the_workers_parts(tmp_path):
     assert m["budgets"] == [100] and m["workers"] == 2
 
 
+def test_merge_takes_a_job_that_ran_over_the_same_job_skipped_elsewhere(tmp_path):
+    d = _data()
+    ran = d["jobs"][2]                                  # GANI: skipped by one run, run by the next
+    skipped = {k: v for k, v in ran.items() if k not in ("rows", "curves", "seconds")}
+    skipped["skipped"] = "past this worker's deadline (10 s)"
+    first = {**d, "setup_s": 1.0, "total_s": 2.0, "jobs": d["jobs"][:2] + [skipped]}
+    later = {**d, "setup_s": 1.0, "total_s": 2.0, "jobs": [d["jobs"][0], ran]}
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "cpu32_0.json").write_text(json.dumps(first))
+    (tmp_path / "parts" / "cpu32_9.json").write_text(json.dumps(later))
+    [path] = P.merge(tmp_path / "parts", tmp_path)
+    m = json.loads(path.read_text())
+    assert [j["config"] for j in m["jobs"]] == [j["config"] for j in d["jobs"][:3]]
+    assert m["jobs"][2] == ran and not any("skipped" in j for j in m["jobs"])
+    # and the other way round (the skipped copy read last) keeps the one that ran
+    (tmp_path / "parts" / "cpu32_0.json").write_text(json.dumps(later))
+    (tmp_path / "parts" / "cpu32_9.json").write_text(json.dumps(first))
+    [path] = P.merge(tmp_path / "parts", tmp_path)
+    assert json.loads(path.read_text())["jobs"][1] == ran
+
+
 def test_a_worker_runs_baselines_then_middle_rates_first(base):
     table = P.grid(base.optimizer.lr)
     [jobs] = P.plan_jobs(list(table), [100], table, 1)

@@ -235,7 +235,9 @@ class ProjectionSection(Section):
 
 
 class TuneSection(Section):
-    method: Literal["gani", "pti", "wplus_projection", "w_projection", "e4e"] = "gani"
+    method: Literal["gani", "pti", "wplus_projection", "w_projection", "e4e"] = Field(
+        "pti", description="pti: the best at equal steps in our judgement (docs/method.md "
+        "§9.5); gani: the paper's method as we read it, experimental")
     steps: Int = Field(300, ge=0, description="optimisation steps of whichever method runs "
                        "(e4e runs none: its results record 0)")
     batch_size: Int = Field(1, ge=1)

@@ -44,11 +44,15 @@ def test_default_profile_is_demo_on_the_testbed_and_demo_random_is_small():
     assert s.profile == "demo"
     assert s.models.generator.checkpoint == "testbed-generator" and s.models.generator.size == 32
     assert s.models.encoder.checkpoint == "testbed-e4e"
-    assert s.tune.method == "gani"  # the demo does not choose the method (a separate issue)
+    # the default method follows the Pareto judgement (docs/method.md §9.5): PTI, at the lr
+    # that was on the front on this generator; GANI stays one flag away
+    assert s.tune.method == "pti" and s.tune.pti.lr == pytest.approx(1e-3)
+    assert load_settings(PARAMS, "demo", ["tune.method=gani"]).tune.method == "gani"
     assert s.edit.regressor == "testbed-regressor"
     assert {e.name for e in s.edit.interfacegan} >= {"smile", "yaw"}
     r = load_settings(PARAMS, "demo_random")
     assert r.models.generator.checkpoint == "demo" and r.models.generator.size <= 64
+    assert r.tune.method == "gani"       # the fast tests cover the experimental method
 
 
 def test_set_overrides_parse_yaml_values():

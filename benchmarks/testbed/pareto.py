@@ -452,6 +452,7 @@ def plot(datas: list[dict], ratios: dict, path: Path) -> None:
         for j, b in enumerate(budgets):
             ax, cells = axes[i][j], cells_by_budget.get(b, {})
             front = pareto_front(cells)
+            labels: dict[tuple, list[str]] = {}   # coinciding points share one label
             for name, c in cells.items():
                 p = c.get("procedural")
                 if not p or p["l2"]["mean"] is None:
@@ -463,8 +464,14 @@ def plot(datas: list[dict], ratios: dict, path: Path) -> None:
                             fillstyle=SHARING_FILL[sharing], ms=7, capsize=2, lw=0.8,
                             mec=colour, alpha=0.9)
                 if name in front or family(name) in ("pti", "start", "projection"):
-                    ax.annotate(name.replace("gani ", ""), (p["drift"]["mean"], p["l2"]["mean"]),
-                                fontsize=6, xytext=(3, 3), textcoords="offset points")
+                    xy = (p["drift"]["mean"], p["l2"]["mean"])
+                    at = np.log10(np.array(xy) + 1e-9)
+                    key = next((k for k in labels if np.abs(np.array(k) - at).max() < 0.03),
+                               tuple(at))
+                    labels.setdefault(key, [xy]).append(name.replace("gani ", ""))
+            for xy, *names in labels.values():
+                ax.annotate("\n".join(names), xy, fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")
             pts = sorted((cells[n]["procedural"]["drift"]["mean"],
                           cells[n]["procedural"]["l2"]["mean"]) for n in front)
             if pts:
@@ -479,8 +486,8 @@ def plot(datas: list[dict], ratios: dict, path: Path) -> None:
     handles += [plt.Line2D([], [], color="k", marker="o", ls="", fillstyle=fs, label=f"sharing {s}")
                 for s, fs in SHARING_FILL.items()]
     handles.append(plt.Line2D([], [], color="gold", lw=2, label="Pareto front"))
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=8)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.1 / len(datas), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

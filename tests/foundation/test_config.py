@@ -44,8 +44,8 @@ def test_default_profile_is_demo_on_the_testbed_and_demo_random_is_small():
     assert s.profile == "demo"
     assert s.models.generator.checkpoint == "testbed-generator" and s.models.generator.size == 32
     assert s.models.encoder.checkpoint == "testbed-e4e"
-    # the default method follows the Pareto judgement (docs/method.md §9.5): PTI, at the lr
-    # that was on the front on this generator; GANI stays one flag away
+    # the default method follows the Pareto judgement (docs/method.md §9.5): PTI, at its
+    # best rate on this generator; GANI stays one flag away
     assert s.tune.method == "pti" and s.tune.pti.lr == pytest.approx(1e-3)
     assert load_settings(PARAMS, "demo", ["tune.method=gani"]).tune.method == "gani"
     assert s.edit.regressor == "testbed-regressor"

@@ -124,7 +124,8 @@ def _add_run_options(p: argparse.ArgumentParser, default_profile: Optional[str])
 def build_parser() -> GaniParser:
     """The whole `gani` command line."""
     parser = GaniParser(prog="gani", description="GANI StyleGAN2 inversion pipeline: align, "
-                        "encode (e4e), tune (PTI; GANI with --set tune.method=gani), edit, evaluate, log to MLflow.",
+                        "encode (e4e), tune (PTI; GANI with --set tune.method=gani), edit, evaluate, "
+                        "log to MLflow.",
                         epilog=f"{EXAMPLES}\n\n{EXIT_CODES}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -452,7 +452,8 @@ def plot(datas: list[dict], ratios: dict, path: Path) -> None:
         for j, b in enumerate(budgets):
             ax, cells = axes[i][j], cells_by_budget.get(b, {})
             front = pareto_front(cells)
-            labels: dict[tuple, list[str]] = {}   # coinciding points share one label
+            labels: dict[tuple, tuple] = {}    # log-position -> (point, names): coinciding
+                                               # points share one label
             for name, c in cells.items():
                 p = c.get("procedural")
                 if not p or p["l2"]["mean"] is None:
@@ -468,8 +469,8 @@ def plot(datas: list[dict], ratios: dict, path: Path) -> None:
                     at = np.log10(np.array(xy) + 1e-9)
                     key = next((k for k in labels if np.abs(np.array(k) - at).max() < 0.03),
                                tuple(at))
-                    labels.setdefault(key, [xy]).append(name.replace("gani ", ""))
-            for xy, *names in labels.values():
+                    labels.setdefault(key, (xy, []))[1].append(name.replace("gani ", ""))
+            for xy, names in labels.values():
                 ax.annotate("\n".join(names), xy, fontsize=6, xytext=(3, 3),
                             textcoords="offset points")
             pts = sorted((cells[n]["procedural"]["drift"]["mean"],

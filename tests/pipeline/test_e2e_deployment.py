@@ -13,7 +13,8 @@ import pytest
 
 from gani.stages.demo_data import demo_images
 
-from test_services import BIN, env_with_venv, free_port, stop, wait_http  # noqa: E402
+from tests.servers import free_port, wait_http
+from test_services import BIN, env_with_venv, stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,12 +40,6 @@ TINY = ["models.generator.size=32", "models.generator.style_dim=32",
 
 GOOD = ["astronaut.png", "astronaut_mirrored.jpg", "astronaut_tilted.png"]
 BAD = ["broken.jpg"]   # a truncated JPEG: quarantined, never done
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_photos(folder: Path, names: list[str]) -> dict[str, str]:

@@ -13,12 +13,13 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional
+
+from tests.servers import free_port
 
 
 def binaries() -> Optional[Path]:
@@ -51,12 +52,6 @@ def _user_exists(name: str) -> bool:
         return False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PgCluster:
     """`PgCluster(["prefect", "mlflow"]).start()`; `url(db, driver)`; `stop()`."""
 
@@ -66,7 +61,7 @@ class PgCluster:
         self.as_root = os.geteuid() == 0
         self.folder = Path(tempfile.mkdtemp(prefix="gani-pg-"))
         self.data = self.folder / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: Optional[subprocess.Popen] = None
         self.log_path = self.folder / "postgres.log"
 

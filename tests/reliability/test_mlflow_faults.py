@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.gani_runs import (BAD, BIN, GOOD, TINY, GaniProcess, audit_mlflow,
-                                         audit_outputs, free_port, lost_in_mlflow,
-                                         lost_on_disk, run_to_end, write_photos)
+                                         audit_outputs, lost_in_mlflow, lost_on_disk,
+                                         run_to_end, write_photos)
+from tests.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.timeout(900)]
 

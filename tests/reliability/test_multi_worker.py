@@ -16,20 +16,20 @@ FINISHED parent, and the timeline (which shard ran where, the kill, the relaunch
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.servers import free_port, wait_http
+
 from . import postgres
-from .gani_runs import (_audit_child_artifacts, audit_mlflow, audit_outputs, free_port,
-                        lost_in_mlflow, lost_on_disk)
+from .gani_runs import (_audit_child_artifacts, audit_mlflow, audit_outputs, lost_in_mlflow,
+                        lost_on_disk)
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -93,19 +93,6 @@ class Services:
                     k.kill()
                 except psutil.Error:
                     pass
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen, what: str, logs) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        assert proc.poll() is None, f"{what} exited {proc.returncode}:\n{logs()}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{what} did not answer in {timeout}s:\n{logs()}")
 
 
 def run_cli(env: dict, *args: str, timeout: float = 300) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io as _io
 import json
-import socket
 import threading
 import time
 import uuid
@@ -34,6 +33,7 @@ import pytest
 
 from gani import io
 from gani.stages.demo_data import demo_images
+from tests.servers import free_port
 
 DONE_FILES = ("aligned.png", "e4e_latent.pt", "e4e.png", "latent.pt", "tuned.safetensors",
               "recon.png", "tune.json", "loss.png", "edits.png", "compare.png", "metrics.json",
@@ -332,12 +332,6 @@ def test_permanent_s3_faults_fail_those_images_only(
 
 
 # --------------------------------------------------------------------------- real outage
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Outage:
     """A moto server on a fixed port that can go away for a while and come back."""

@@ -81,8 +81,9 @@ def test_literal_reading_starts_with_a_descent_step(G, targets, w0, at_theta, pr
     cfg = cfg_for(steps=0, **{"gmm.identity_path": True, "gmm.pre_norm": pre})
     res = tune_images("gani", G, targets, w0, cfg, pixel_loss(cfg))
     _check_descends(G, targets, w0, at_theta, res)
-    if pre == "none":  # Δ_0 = −g exactly
+    if pre == "none":  # Δ_0 = −g, up to float summation order (2 threads: 1e-7 of max|g|)
         grads, _ = at_theta
         for i, r in enumerate(res):
             for k in grads:
-                assert torch.allclose(r.deltas[k], -grads[k][i], rtol=1e-5, atol=1e-9)
+                g = grads[k][i]
+                assert torch.allclose(r.deltas[k], -g, rtol=1e-5, atol=1e-5 * float(g.abs().max()))

@@ -63,9 +63,11 @@ def dvc_data_version(dvc_file: str | os.PathLike = "data.dvc") -> str:
 
 
 def method_lr(settings) -> float | None:
-    """The learning rate of the tuning method that runs (None for e4e, which runs none)."""
+    """The learning rate of the tuning method that runs (None for e4e, which runs none): the
+    step on the weights for PTI and GANI's optimizer reading, the modules' for reparam."""
     tune = settings.tune
-    return {"gani": tune.optimizer.lr, "pti": tune.pti.lr, "wplus_projection": tune.projection.lr,
+    gani = tune.pti.lr if tune.gmm.reading == "optimizer" else tune.optimizer.lr
+    return {"gani": gani, "pti": tune.pti.lr, "wplus_projection": tune.projection.lr,
             "w_projection": tune.projection.lr}.get(tune.method)
 
 

@@ -177,15 +177,17 @@ class GMMSection(Section):
     identity_path: bool = False
     bias: Literal["zero", "uniform"] = "zero"
     gradient_source: Literal["original", "current"] = Field(
-        "original", description="original: g at θ once (paper); current: g at the tuned "
-        "weights every step, corrections accumulated (learned-optimizer reading)")
+        "original", description="reading reparam: original: g at θ once (paper); current: g "
+        "at the tuned weights every step, corrections accumulated")
     row_scale: Literal["none", "grad_norm"] = Field(
-        "none", description="grad_norm: scale each correction row by its gradient row's "
-        "norm / the layer mean (our variant; keeps untouched rows still)")
+        "none", description="reading reparam: grad_norm scales each correction row by its "
+        "gradient row's norm / the layer mean (our variant; keeps untouched rows still)")
     reading: Literal["reparam", "optimizer"] = Field(
-        "reparam", description="reparam: θ' = θ − M_φ(g), only φ trained (paper Eq. 2); "
-        "optimizer: M_φ(g_t) = g_t + ‖g_row‖·branch_φ(IN(g_t)) replaces the gradient in "
-        "PTI's Adam on the weight deltas, φ trained by the look-ahead hypergradient")
+        "optimizer", description="optimizer: M_φ(g_t) = g_t + ‖g_row‖·branch_φ(IN(g_t)) "
+        "replaces the gradient in PTI's Adam on the weight deltas (tune.pti's lr), φ trained "
+        "by the look-ahead hypergradient; reparam: θ' = θ − M_φ(g), only φ trained (paper "
+        "Eq. 2). Default optimizer: it dominates every reparam rate and sharing tried "
+        "(docs/method.md §9.5 item 6)")
     sharing: Literal["channels", "layer", "channels_affine"] = Field(
         "channels", description="channels: one module per channel count (paper); layer: one "
         "per modulated conv; channels_affine: per C plus a learned per-layer gain and offset")

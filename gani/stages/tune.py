@@ -186,8 +186,12 @@ def method_label(settings: Settings, steps: Optional[int] = None) -> str:
 
     t = settings.tune
     steps = steps_of(t.method, t) if steps is None else steps
+    if t.method == "gani" and t.gmm.reading == "optimizer":
+        return (f"GANI (optimizer reading), {steps} steps, lr {t.pti.lr:g}, "
+                f"module lr {t.optimizer.lr:g}")
     if t.method == "gani":
-        return f"GANI, {steps} steps, module lr {t.optimizer.lr:g} ({t.optimizer.name})"
+        return (f"GANI (reparam reading), {steps} steps, module lr {t.optimizer.lr:g} "
+                f"({t.optimizer.name})")
     if t.method == "pti":
         return f"PTI, {steps} steps, lr {t.pti.lr:g}"
     if t.method == "e4e":

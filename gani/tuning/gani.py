@@ -1,7 +1,7 @@
 """GANI: tune a generator for a batch of images with Gradient Modification Modules.
 
-Two readings of the paper (`tune.gmm.reading`). **reparam** (default) reads the paper's
-Algorithm 1 (docs/method.md):
+Two readings of the paper (`tune.gmm.reading`). **reparam** reads the paper's Algorithm 1
+(docs/method.md):
 
     w ← E(x)                                   (given: w_init, e.g. from e4e)
     g ← ∇_θ L_sim(x, G(w; θ))                  once, at the original θ, detached
@@ -14,8 +14,9 @@ Algorithm 1 (docs/method.md):
 
 `gradient_source: current` (ablation): g is recomputed at the current weights θ_t each step,
 θ'_t = θ_t − M_φ(g_t), and the evaluated correction is kept: θ_{t+1} = θ'_t. Its deltas
-cannot be rebuilt from φ alone. **optimizer**: the modules transform the current gradient
-and feed PTI's Adam (gani.tuning.learned_optimizer).
+cannot be rebuilt from φ alone. **optimizer** (default: it dominates reparam at equal steps,
+docs/method.md §9.5): the modules transform the current gradient and feed PTI's Adam
+(gani.tuning.learned_optimizer).
 
 B images run as one batch: per-sample weight deltas go through G's grouped convolutions in
 one pass, each image has its own copy of the modules (dim 0 of every parameter), and the

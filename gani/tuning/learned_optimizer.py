@@ -1,5 +1,5 @@
-"""GANI's optimizer reading (`tune.gmm.reading: optimizer`): the modules as a learned
-optimizer that transforms PTI's gradient, trained on the same image as it runs.
+"""GANI's optimizer reading (`tune.gmm.reading: optimizer`, the default): the modules as a
+learned optimizer that transforms PTI's gradient, trained on the same image as it runs.
 
 The paper contrasts Eq. 2 with PTI's "regular gradient step" and ends with "the learning of
 the mapping networks and the optimization of the generator occur concurrently". Read that

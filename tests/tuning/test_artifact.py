@@ -10,7 +10,7 @@ from gani.tuning import render, tune_images
 from gani.tuning.artifact import (artifact_nbytes, encode_target, load_artifact, lowrank_error,
                                   modulated_conv_shapes, save_artifact)
 
-from tuning_helpers import cfg_for, pixel_loss
+from tuning_helpers import cfg_for, pixel_loss, reparam_cfg
 
 
 def _quantised(x):
@@ -20,7 +20,7 @@ def _quantised(x):
 
 
 def test_gani_modules_artifact_round_trip(G, targets, w0, tmp_path):
-    cfg = cfg_for(steps=6)
+    cfg = reparam_cfg(steps=6)
     loss = pixel_loss(cfg)
     tg = _quantised(targets[:1])
     r = tune_images("gani", G, tg, w0[:1], cfg, loss)[0]
@@ -126,7 +126,7 @@ def test_low_rank_deltas_round_trip_and_size(G, targets, w0, tmp_path):
 @pytest.mark.parametrize("sharing", ["channels", "layer", "channels_affine"])
 def test_modules_artifact_per_sharing_round_trips_at_the_predicted_size(G, targets, w0,
                                                                          tmp_path, sharing):
-    cfg = cfg_for(steps=3, **{"gmm.sharing": sharing})
+    cfg = reparam_cfg(steps=3, **{"gmm.sharing": sharing})
     loss = pixel_loss(cfg)
     tg = _quantised(targets[:1])
     r = tune_images("gani", G, tg, w0[:1], cfg, loss)[0]

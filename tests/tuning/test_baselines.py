@@ -28,7 +28,8 @@ def test_e4e_only_is_the_start(G, targets, w0):
 @pytest.mark.parametrize("method", ["pti", "wplus_projection", "w_projection", "gani"])
 def test_baseline_improves_over_e4e_only(G, targets, w0, method):
     cfg = cfg_for(steps=20)
-    cfg.pti.lr = 3e-3  # tiny 32-px generator: a larger step than PTI's 3e-4 to move in 20 steps
+    cfg.pti.lr = 3e-3  # tiny 32-px generator: a larger step than PTI's 3e-4 to move in 20
+    # steps (GANI's default reading, the optimizer one, takes PTI's step too)
     start = l2_of(G, tune_images("e4e", G, targets, w0, cfg, pixel_loss(cfg)), targets)
     res = tune_images(method, G, targets, w0, cfg, pixel_loss(cfg))
     end = l2_of(G, res, targets)

@@ -17,11 +17,13 @@ def _close(a, b, rel=1e-3):
 
 
 @pytest.mark.parametrize("method,over", [
-    ("gani", {}),
-    ("gani", {"optimizer.name": "ranger", "optimizer.lr": 1e-5, "optimizer.warmup_steps": 3}),
-    ("gani", {"gmm.gradient_source": "current", "gmm.pre_norm": "sn"}),
-    ("gani", {"gmm.sharing": "layer"}),
-    ("gani", {"gmm.sharing": "channels_affine", "gmm.zero_init_last": False}),
+    ("gani", {"gmm.reading": "reparam"}),
+    ("gani", {"gmm.reading": "reparam", "optimizer.name": "ranger", "optimizer.lr": 1e-5,
+              "optimizer.warmup_steps": 3}),
+    ("gani", {"gmm.reading": "reparam", "gmm.gradient_source": "current", "gmm.pre_norm": "sn"}),
+    ("gani", {"gmm.reading": "reparam", "gmm.sharing": "layer"}),
+    ("gani", {"gmm.reading": "reparam", "gmm.sharing": "channels_affine",
+              "gmm.zero_init_last": False}),
     ("gani", {"gmm.reading": "optimizer", "pti.lr": 3e-3}),
     ("pti", {}),
     ("wplus_projection", {}),

@@ -1,5 +1,6 @@
-"""The GANI loop on a tiny generator: identity start, descent, input dependence, stability,
-non-finite stops."""
+"""The GANI loop of the reparam reading (θ' = θ − M_φ(g), paper Eq. 2) on a tiny generator:
+identity start, descent, input dependence, stability, non-finite stops. The optimizer reading
+(the default) is in test_learned_optimizer.py."""
 from __future__ import annotations
 
 import math
@@ -11,11 +12,11 @@ from gani.gmm import to_rows
 from gani.losses import SimilarityLoss, rec_loss
 from gani.tuning import loss_gradients, render, tune_images
 
-from tuning_helpers import cfg_for, pixel_loss
+from tuning_helpers import pixel_loss, reparam_cfg
 
 
 def test_identity_start_step0_equals_original_generator(G, targets, w0):
-    cfg = cfg_for(steps=1)
+    cfg = reparam_cfg(steps=1)
     loss = pixel_loss(cfg)
     res = tune_images("gani", G, targets, w0, cfg, loss)
     with torch.no_grad():
@@ -28,7 +29,7 @@ def test_identity_start_step0_equals_original_generator(G, targets, w0):
 
 
 def test_literal_identity_path_does_not_start_at_identity(G, targets, w0):
-    cfg = cfg_for(steps=0, **{"gmm.identity_path": True})
+    cfg = reparam_cfg(steps=0, **{"gmm.identity_path": True})
     loss = pixel_loss(cfg)
     res = tune_images("gani", G, targets, w0, cfg, loss)
     ref = tune_images("e4e", G, targets, w0, cfg, loss)
@@ -42,7 +43,7 @@ def test_literal_identity_path_does_not_start_at_identity(G, targets, w0):
     {"gmm.gradient_source": "current", "optimizer.lr": 1e-5},
 ])
 def test_loss_decreases_without_divergence(G, targets, w0, over):
-    cfg = cfg_for(steps=15, **over)
+    cfg = reparam_cfg(steps=15, **over)
     res = tune_images("gani", G, targets, w0, cfg, pixel_loss(cfg))
     for r in res:
         c = r.loss_curve
@@ -54,7 +55,7 @@ def test_loss_decreases_without_divergence(G, targets, w0, over):
 
 
 def test_gradient_is_per_image_and_corrections_depend_on_it(G, targets, w0):
-    cfg = cfg_for(steps=10)
+    cfg = reparam_cfg(steps=10)
     loss = pixel_loss(cfg)
     grads, _ = loss_gradients(G, w0, loss.prepare(targets), loss)
     solo, _ = loss_gradients(G, w0[1:], loss.prepare(targets[1:]), loss)
@@ -72,7 +73,7 @@ def test_gradient_is_per_image_and_corrections_depend_on_it(G, targets, w0):
 
 def test_only_module_parameters_are_trained(G, targets, w0):
     before = {k: v.clone() for k, v in G.state_dict().items()}
-    cfg = cfg_for(steps=3)
+    cfg = reparam_cfg(steps=3)
     res = tune_images("gani", G, targets, w0, cfg, pixel_loss(cfg))
     for k, v in G.state_dict().items():
         assert torch.equal(v, before[k])
@@ -99,7 +100,7 @@ class NaNFromStep(SimilarityLoss):
 
 
 def test_non_finite_loss_stops_that_image_with_a_reason(G, targets, w0):
-    cfg = cfg_for(steps=8)
+    cfg = reparam_cfg(steps=8)
     res = tune_images("gani", G, targets, w0, cfg, NaNFromStep(cfg.loss, at=4))
     r0, r1 = res
     assert r0.error and "non-finite loss" in r0.error and "step 4" in r0.error
@@ -118,14 +119,14 @@ def test_non_finite_loss_stops_that_image_with_a_reason(G, targets, w0):
 def test_non_finite_target_is_reported_not_tuned(G, targets, w0):
     bad = targets.clone()
     bad[0, :, 0, 0] = float("nan")
-    cfg = cfg_for(steps=3)
+    cfg = reparam_cfg(steps=3)
     res = tune_images("gani", G, bad, w0, cfg, pixel_loss(cfg))
     assert "non-finite gradient" in res[0].error and res[0].deltas == {}
     assert res[1].error is None and res[1].loss_curve[-1] < res[1].loss_curve[0]
 
 
 def test_rec_improves_on_both_testbed_targets(G, targets, w0):
-    cfg = cfg_for(steps=20)
+    cfg = reparam_cfg(steps=20)
     res = tune_images("gani", G, targets, w0, cfg, pixel_loss(cfg))
     with torch.no_grad():
         start = rec_loss(G.synthesis(w0, noise_mode="const"), targets)
@@ -145,7 +146,7 @@ class CountingLoss(SimilarityLoss):
 
 @pytest.mark.parametrize("source,extra", [("original", 0), ("current", 4)])
 def test_gradient_taken_once_at_theta_or_every_step(G, targets, w0, source, extra):
-    cfg = cfg_for(steps=4, **{"gmm.gradient_source": source})
+    cfg = reparam_cfg(steps=4, **{"gmm.gradient_source": source})
     loss = CountingLoss(cfg.loss)
     tune_images("gani", G, targets, w0, cfg, loss)
     assert loss.calls == 1 + (4 + 1) + extra  # gradient(s) + objective at steps 0..T

@@ -18,7 +18,8 @@ def tiny_generator(seed: int = 0):
 
 
 def cfg_for(steps: int = 12, **over) -> TuneSection:
-    """A small TuneSection: `over` maps dotted keys ('gmm.blocks') to values."""
+    """A small TuneSection (GANI's default reading): `over` maps dotted keys ('gmm.blocks')
+    to values."""
     cfg = TuneSection(steps=steps, batch_size=2, log_every=1)
     cfg.projection.n_mean_latent = 256
     cfg.optimizer.lr = 3e-5  # fan_in scaling: 3e-5 · 512/16 ≈ 1e-3 for the tiny G's C = 16
@@ -29,6 +30,12 @@ def cfg_for(steps: int = 12, **over) -> TuneSection:
             obj = getattr(obj, p)
         setattr(obj, last, value)
     return cfg
+
+
+def reparam_cfg(steps: int = 12, **over) -> TuneSection:
+    """cfg_for in the reparam reading (θ' = θ − M_φ(g), paper Eq. 2), for the tests of it:
+    the default reading is the optimizer one (tests of it: test_learned_optimizer.py)."""
+    return cfg_for(steps, **{"gmm.reading": "reparam", **over})
 
 
 def pixel_loss(cfg: TuneSection) -> SimilarityLoss:

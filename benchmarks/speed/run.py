@@ -8,14 +8,14 @@ A seeded random StyleGAN2 of the official architecture at --size (channel multip
 channel_max 512 on CUDA; on CPU the demo shape: multiplier 1, channel_max 64, style_dim 128
 unless overridden). Per batch size B and method (gani, pti) the tuner runs k₁ and k₂ steps
 and s/step = (t₂ − t₁)/(k₂ − k₁), so the one-time setup (GANI's gradient at θ, module
-creation) is excluded and reported separately. images/hour = B · 3600 / (setup + steps ·
-s/step) with 300 GANI steps (the profile's tune.steps) and 350 PTI steps (the PTI paper's
-count). Both methods run the Eq. 5
-regularizer (1 latent per step), L2 only (no LPIPS weights here; on a GPU box with them,
-LPIPS at 256 px would add a small constant). Peak memory: CUDA max_memory_allocated; CPU
-peak-RSS growth of a k₂-step run in a fresh process (gani.metrics.ResourceMeter; the
-process's allocator would otherwise reuse memory freed by the timing runs). A batch that
-does not fit is reported as OOM.
+creation) is excluded and reported separately. GANI is its reparam reading (what results/
+measured; every reading's step cost is in benchmarks/gpu). images/hour = B · 3600 / (setup +
+steps · s/step) with 300 GANI steps (the profile's tune.steps) and 350 PTI steps (the PTI
+paper's count). Both methods run the Eq. 5 regularizer (1 latent per step), L2 only (no
+LPIPS weights here; on a GPU box with them, LPIPS at 256 px would add a small constant).
+Peak memory: CUDA max_memory_allocated; CPU peak-RSS growth of a k₂-step run in a fresh
+process (gani.metrics.ResourceMeter; the process's allocator would otherwise reuse memory
+freed by the timing runs). A batch that does not fit is reported as OOM.
 Results: <out>/speed_<device>_<size>_<dtype>.json/.md/.png.
 """
 from __future__ import annotations
@@ -89,6 +89,7 @@ def main(argv=None):
         torch.backends.cudnn.allow_tf32 = True
     base = TuneSection(**read_params(ROOT / "params.yaml")["tune"])
     base.precision = args.dtype
+    base.gmm.reading = "reparam"  # the reading of results/ (module doc)
     loss = SimilarityLoss(base.loss)
     k1, k2 = (int(s) for s in args.steps.split(","))
     with torch.no_grad():

@@ -154,18 +154,28 @@ class GMM(nn.Module):
                 identity_path: Optional[bool] = None) -> torch.Tensor:
         """rows [B, R, C] (gradient rows) → M(g) [B, R, C]: z_B, or z_B − z_0 when
         `identity_path` (default cfg.identity_path) is false."""
-        cfg = self.cfg
-        ident = cfg.identity_path if identity_path is None else identity_path
-        s_pre = None if self.s_pre is None else self.s_pre.view(-1, 1, 1)
-        z0 = _norm(cfg.pre_norm, rows, s_pre)
-        z = z0
-        for k in range(cfg.blocks):
-            h = torch.baddbmm(self.b[:, k].unsqueeze(1), z, self.w1[:, k].transpose(1, 2))
-            s = None if self.s_post is None else self.s_post[:, k].view(-1, 1, 1)
-            h = F.leaky_relu(self._affine(_norm(cfg.post_norm, h, s), k, layer_index),
-                             LRELU_SLOPE)
-            z = z + torch.bmm(h, self.w2[:, k].transpose(1, 2))
-        return z if ident else z - z0
+        affine = None if self.a is None else (lambda h, k: self._affine(h, k, layer_index))
+        return residual_mlp(self.cfg, rows, self.w1, self.b, self.w2, self.s_post, self.s_pre,
+                            affine, identity_path)
+
+
+def residual_mlp(cfg: GMMSection, rows: torch.Tensor, w1: torch.Tensor, b: torch.Tensor,
+                 w2: torch.Tensor, s_post: Optional[torch.Tensor] = None,
+                 s_pre: Optional[torch.Tensor] = None, affine=None,
+                 identity_path: Optional[bool] = None) -> torch.Tensor:
+    """The module's equations (module docstring) for N copies stacked on dim 0: rows
+    [N, R, C], w1 / w2 [N, blocks, C, C], b [N, blocks, C], s_post [N, blocks], s_pre [N];
+    `affine(h, k)` applies block k's a_l ⊙ h + o_l (identity when None)."""
+    ident = cfg.identity_path if identity_path is None else identity_path
+    z0 = _norm(cfg.pre_norm, rows, None if s_pre is None else s_pre.view(-1, 1, 1))
+    z = z0
+    for k in range(cfg.blocks):
+        h = torch.baddbmm(b[:, k].unsqueeze(1), z, w1[:, k].transpose(1, 2))
+        h = _norm(cfg.post_norm, h, None if s_post is None else s_post[:, k].view(-1, 1, 1))
+        if affine is not None:
+            h = affine(h, k)
+        z = z + torch.bmm(F.leaky_relu(h, LRELU_SLOPE), w2[:, k].transpose(1, 2))
+    return z if ident else z - z0
 
 
 class GradientRows:
@@ -221,9 +231,14 @@ class GMMBank(nn.Module):
     for `G.synthesis(weight_deltas=)`; `direction(rows)` the optimizer reading's M_opt(g).
     """
 
+    # sharing `layer`: run the layers of one weight shape as one stacked matmul per block
+    # (`_layer_rows`); the class default is what `tune_images` gets (benchmarks flip it)
+    FUSE_LAYERS = False
+
     def __init__(self, layer_channels: Mapping[str, int], cfg: GMMSection, batch: int = 1,
-                 seed: int = 0):
+                 seed: int = 0, fuse: Optional[bool] = None):
         super().__init__()
+        self.fuse = type(self).FUSE_LAYERS if fuse is None else bool(fuse)
         if cfg.sharing not in SHARINGS:
             raise ValueError(f"unknown sharing {cfg.sharing!r}; one of {SHARINGS}")
         self.cfg, self.batch = cfg, int(batch)
@@ -245,9 +260,10 @@ class GMMBank(nn.Module):
                  for C in sorted(counts)})
 
     @classmethod
-    def for_generator(cls, G, cfg: GMMSection, batch: int = 1, seed: int = 0) -> "GMMBank":
+    def for_generator(cls, G, cfg: GMMSection, batch: int = 1, seed: int = 0,
+                      fuse: Optional[bool] = None) -> "GMMBank":
         chans = {name: int(m.weight.shape[2]) for name, m in G.modulated_convs().items()}
-        return cls(chans, cfg, batch, seed)
+        return cls(chans, cfg, batch, seed, fuse)
 
     def module(self, channels: int) -> GMM:
         """The module shared by channel count C (sharing channels / channels_affine)."""
@@ -273,10 +289,7 @@ class GMMBank(nn.Module):
             raise ValueError(f"gradients for {grads.batch} images, modules for {self.batch}")
         out = OrderedDict()
         if self.cfg.sharing == "layer":
-            for name, (C, a, b, _) in grads.layout.items():
-                out[name] = self.module_of(name)(grads.rows[C][:, a:b],
-                                                 identity_path=identity_path)
-            return out
+            return self._layer_rows(grads, identity_path)
         for C, rows in grads.rows.items():
             idx = (self._layer_index(grads, C, rows.device)
                    if self.cfg.sharing == "channels_affine" else None)
@@ -285,6 +298,34 @@ class GMMBank(nn.Module):
                 _, a, b, _ = grads.layout[name]
                 out[name] = m[:, a:b]
         return out
+
+    def _layer_rows(self, grads: GradientRows, identity_path: Optional[bool]) -> dict:
+        """Sharing `layer`: each layer's own module. Unfused, one module call per layer;
+        fused, the layers of one weight shape (same C and row count) run as one stacked
+        computation: their rows and parameters concatenated on dim 0 ([L·B, …]), so each
+        block is one batched matmul for the group instead of L (same arithmetic per image
+        and layer; fewer kernel launches)."""
+        groups: dict[tuple, list[str]] = OrderedDict()
+        for name, (C, a, b, shape) in grads.layout.items():
+            groups.setdefault(shape if self.fuse else (name,), []).append(name)
+        out: dict[str, torch.Tensor] = {}
+        for names in groups.values():
+            C = grads.layout[names[0]][0]
+            rows = [grads.rows[C][:, a:b] for (_, a, b, _) in map(grads.layout.get, names)]
+            if len(names) == 1:
+                out[names[0]] = self.module_of(names[0])(rows[0], identity_path=identity_path)
+                continue
+            mods = [self.module_of(n) for n in names]
+
+            def cat(attr):
+                first = getattr(mods[0], attr)
+                return None if first is None else torch.cat([getattr(m, attr) for m in mods])
+
+            z = residual_mlp(self.cfg, torch.cat(rows), cat("w1"), cat("b"), cat("w2"),
+                             cat("s_post"), cat("s_pre"), None, identity_path)
+            for n, part in zip(names, z.split(self.batch)):
+                out[n] = part
+        return OrderedDict((n, out[n]) for n in grads.layout)
 
     def forward(self, grads: GradientRows) -> "OrderedDict[str, torch.Tensor]":
         """Reparametrisation reading: Δ_l = −M(g_l) (× row scales), as weights."""

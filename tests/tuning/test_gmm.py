@@ -178,3 +178,44 @@ def test_layer_sharing_gives_each_layer_its_own_module():
     assert torch.equal(before["b"], after["b"]) and torch.equal(before["c"], after["c"])
     with pytest.raises(ValueError, match="module_of"):
         bank.module(8)  # no per-C module under layer sharing
+
+
+# two layers of each weight shape (so `fuse` stacks them) and one of a shape of its own
+FUSE_SHAPES = {"a": (6, 8, 3, 3), "a2": (6, 8, 3, 3), "b": (5, 8, 1, 1), "c": (8, 4, 3, 3),
+               "c2": (8, 4, 3, 3)}
+
+
+@pytest.mark.parametrize("pre,post", [("in", "sn"), ("sn", "in"), ("none", "none")])
+def test_fused_layer_modules_equal_the_per_layer_loop(pre, post):
+    """Sharing `layer`, fused (one stacked matmul per weight shape and block) gives the
+    per-layer loop's deltas, directions and φ-gradients, image by image."""
+    cfg = GMMSection(sharing="layer", zero_init_last=False, pre_norm=pre, post_norm=post,
+                     bias="uniform")
+    chans = {k: s[1] for k, s in FUSE_SHAPES.items()}
+    loop, fused = GMMBank(chans, cfg, batch=3, fuse=False), GMMBank(chans, cfg, batch=3, fuse=True)
+    fused.load_state_dict(loop.state_dict())
+    with torch.no_grad():                  # each image and layer its own parameters
+        for p, q in zip(loop.parameters(), fused.parameters()):
+            p.add_(torch.randn_like(p) * 0.1)
+            q.copy_(p)
+    grads = fake_grads(FUSE_SHAPES, batch=3, seed=4)
+    out = {}
+    for tag, bank in (("loop", loop), ("fused", fused)):
+        d, m = bank(GradientRows(grads)), bank.direction(GradientRows(grads))
+        assert list(d) == list(FUSE_SHAPES) and list(m) == list(FUSE_SHAPES)
+        (sum((v * (i + 1)).square().sum() for i, v in enumerate(d.values()))
+         + sum(v.sum() for v in m.values())).backward()
+        out[tag] = (d, m, {k: p.grad for k, p in bank.named_parameters()})
+    for part in range(3):
+        a, b = out["loop"][part], out["fused"][part]
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-7, msg=k)
+    assert all(v.abs().sum() > 0 for v in out["fused"][2].values())  # every module was used
+
+
+def test_fused_is_a_class_default_a_bank_can_override():
+    chans = {k: s[1] for k, s in FUSE_SHAPES.items()}
+    cfg = GMMSection(sharing="layer")
+    assert GMMBank(chans, cfg).fuse is GMMBank.FUSE_LAYERS
+    assert GMMBank(chans, cfg, fuse=not GMMBank.FUSE_LAYERS).fuse is not GMMBank.FUSE_LAYERS

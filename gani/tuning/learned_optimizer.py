@@ -97,13 +97,21 @@ class DeltaState:
     def set(self, D: dict, m: dict, v: dict, active: torch.Tensor) -> None:
         """Store the new state: buffers for every active image, the live tensors keep the graph
         for active images and the buffered (frozen) values for stopped ones."""
-        active = active.clone()  # the graph keeps it; the Tracker's flags change later
+        everyone = bool(active.all())
+        # the graph keeps it (the Tracker's flags change later); on the device once, not per
+        # tensor (a host→device copy per layer made the host wait for the device each time)
+        keep = None if everyone else active.clone().to(next(iter(D.values())).device)
         for key, new in (("D", D), ("m", m), ("v", v)):
             for n, t in new.items():
-                keep = active.view(-1, *([1] * (t.dim() - 1))).to(t.device)
+                if everyone:                  # the usual case: nothing to hold back
+                    with torch.no_grad():
+                        self.buf[key][n].copy_(t)
+                    self.live[key][n] = t
+                    continue
+                k = keep.view(-1, *([1] * (t.dim() - 1)))
                 with torch.no_grad():
-                    self.buf[key][n].copy_(torch.where(keep, t, self.buf[key][n]))
-                self.live[key][n] = torch.where(keep, t, self.buf[key][n])
+                    self.buf[key][n].copy_(torch.where(k, t, self.buf[key][n]))
+                self.live[key][n] = torch.where(k, t, self.buf[key][n])
 
 
 def tune_gani_optimizer(G, targets: torch.Tensor, w_init: torch.Tensor, cfg: TuneSection,

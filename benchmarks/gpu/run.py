@@ -43,6 +43,7 @@ row (JSON + markdown + plot under --out), and the script ends before the budget.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -60,8 +61,8 @@ import torch
 from . import ROOT
 from . import flops as F
 
-SECTIONS = ("env", "flops", "tune", "gmm", "channels_last", "e4e", "align", "metrics",
-            "compile", "invert")
+SECTIONS = ("env", "flops", "tune", "gmm", "profile", "channels_last", "e4e", "align",
+            "metrics", "compile", "invert")
 H200_BF16 = F.H200_BF16_FLOPS
 LANDMARKS_FILE = Path(__file__).with_name("astronaut_landmarks.json")
 
@@ -72,8 +73,8 @@ class Deadline(Exception):
 
 # --------------------------------------------------------------------------- budget
 # each section's share of the budget; a section may use what the ones before it left over
-WEIGHTS = {"env": 3, "flops": 7, "tune": 45, "gmm": 5, "channels_last": 6, "e4e": 4,
-           "align": 2, "metrics": 6, "compile": 19, "invert": 3}
+WEIGHTS = {"env": 3, "flops": 7, "tune": 45, "gmm": 5, "profile": 8, "channels_last": 6,
+           "e4e": 4, "align": 2, "metrics": 6, "compile": 19, "invert": 3}
 
 
 class Budget:
@@ -186,7 +187,7 @@ class Results:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stem = stem
         self.data = {"meta": meta, "env": {}, "flops": {}, "tune": [], "gmm": [],
-                     "channels_last": [], "e4e": [], "align": [], "metrics": [],
+                     "profile": [], "channels_last": [], "e4e": [], "align": [], "metrics": [],
                      "compile": [], "invert": [], "skipped": {}, "notes": []}
 
     def add(self, section: str, row) -> None:
@@ -352,14 +353,31 @@ def variants(methods: list[str]) -> list[dict]:
         combos.sort(key=lambda v: (v.get("reading", "") != getattr(default, "reading", ""),
                                    v.get("sharing", "") != getattr(default, "sharing", "")))
         out += combos
+        # sharing `layer` also with its modules fused per weight shape (GMMBank.fuse): the
+        # optimisation is kept as the default only where it measures faster
+        out += [dict(v, fuse=True) for v in combos if v.get("sharing") == "layer"]
     return out
 
 
 def variant_name(v: dict) -> str:
     if v["method"] == "pti":
         return "pti"
-    extra = [v[k] for k in ("reading", "sharing") if k in v]
+    extra = [v[k] for k in ("reading", "sharing") if k in v] + (["fused"] if v.get("fuse")
+                                                                else [])
     return "gani" + (f"[{','.join(extra)}]" if extra else "")
+
+
+@contextlib.contextmanager
+def layers_fused(fuse: bool):
+    """GMMBank's class default for `fuse` (what tune_images builds) for one measurement."""
+    from gani.gmm import GMMBank
+
+    before = GMMBank.FUSE_LAYERS
+    GMMBank.FUSE_LAYERS = bool(fuse)
+    try:
+        yield
+    finally:
+        GMMBank.FUSE_LAYERS = before
 
 
 def tune_cfg_for(ctx: Ctx, v: dict, dtype: str, B: int, steps: int):
@@ -381,7 +399,7 @@ def measure_tune(ctx: Ctx, v: dict, dtype: str, B: int, k1: int, k2: int, deadli
     from gani.tuning import TuningOOM, tune_images
 
     row = {"variant": variant_name(v), "method": v["method"], "dtype": dtype, "batch": B,
-           **{k: v[k] for k in ("reading", "sharing") if k in v}}
+           **{k: v[k] for k in ("reading", "sharing", "fuse") if k in v}}
     if channels_last:
         row["channels_last"] = True
     cfg = tune_cfg_for(ctx, v, dtype, B, k2)
@@ -396,7 +414,7 @@ def measure_tune(ctx: Ctx, v: dict, dtype: str, B: int, k1: int, k2: int, deadli
     if ctx.cuda:
         torch.cuda.empty_cache()
     try:
-        with ResourceMeter(ctx.dev) as meter:
+        with ResourceMeter(ctx.dev) as meter, layers_fused(v.get("fuse", False)):
             t0 = time.perf_counter()
             tune_images(v["method"], ctx.G, x, w, cfg, ctx.loss, progress=progress)
     except Deadline as exc:
@@ -512,9 +530,10 @@ def section_gmm(ctx: Ctx, res: Results, budget: Budget):
     batches = [int(b) for b in ctx.args.batch_sizes.split(",")]
     dtypes = [d for d in ctx.args.dtypes.split(",") if ctx.cuda or d == "fp32"]
     sharings = literal_values(GMMSection, "sharing") or [None]
+    kinds = [(sh, False) for sh in sharings] + [("layer", True)] * ("layer" in sharings)
     reps = 5 if ctx.cuda else 2
     for dt in reversed(dtypes):
-        for sh in sharings:
+        for sh, fuse in kinds:
             for B in batches:
                 if budget.left() < 5:
                     res.skip("gmm", "budget spent")
@@ -526,9 +545,11 @@ def section_gmm(ctx: Ctx, res: Results, budget: Budget):
                                         device=ctx.dev) * 1e-3
                          for n, m in ctx.G.modulated_convs().items()}
                 row = {"sharing": sh or "channels", "dtype": dt, "batch": B}
+                if fuse:
+                    row["fused"] = True
                 try:
                     rows = GradientRows(grads, gcfg.row_scale)
-                    bank = GMMBank.for_generator(ctx.G, gcfg, batch=B).to(ctx.dev)
+                    bank = GMMBank.for_generator(ctx.G, gcfg, batch=B, fuse=fuse).to(ctx.dev)
                     with torch.no_grad():  # W2 = 0 at start: use a non-zero one (same cost)
                         for p in bank.parameters():
                             p.add_(torch.randn_like(p) * 1e-3)
@@ -552,6 +573,89 @@ def section_gmm(ctx: Ctx, res: Results, budget: Budget):
                     row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                 del grads
                 res.add("gmm", row)
+
+
+# --------------------------------------------------------------------------- profile
+# host-side runtime calls that show launches and waits (names as CUDA's runtime spells them)
+LAUNCH_CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
+SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
+
+
+def profile_summary(prof, cuda: bool, steps: int, wall: float, top: int = 12) -> dict:
+    """Per step: wall time, the device's busy time (kernel time summed; wall − busy is when
+    the device waits for the host: launch- or sync-bound), kernel launches, host waits and
+    host→device copies, and the top ops by self device time (self CPU time on a CPU)."""
+    from torch.autograd import DeviceType
+
+    avgs = prof.key_averages()
+    per = 1.0 / max(steps, 1)
+    if cuda:
+        kernels = [a for a in avgs if a.device_type == DeviceType.CUDA]
+        busy = sum(a.self_device_time_total for a in kernels) * 1e-6
+        ranked = sorted(kernels, key=lambda a: -a.self_device_time_total)
+        key_time = "self_device_time_total"
+    else:
+        ops = [a for a in avgs if a.device_type == DeviceType.CPU and a.key.startswith("aten::")]
+        busy = sum(a.self_cpu_time_total for a in ops) * 1e-6
+        ranked = sorted(ops, key=lambda a: -a.self_cpu_time_total)
+        key_time = "self_cpu_time_total"
+    count = {a.key: a.count for a in avgs}
+    return {
+        "steps": steps, "wall_s_per_step": wall * per, "busy_s_per_step": busy * per,
+        "device_idle_fraction": max(0.0, 1.0 - busy / wall) if wall > 0 else None,
+        "launches_per_step": sum(count.get(k, 0) for k in LAUNCH_CALLS) * per,
+        "host_waits_per_step": sum(count.get(k, 0) for k in SYNC_CALLS) * per,
+        "h2d_copies_per_step": sum(a.count for a in avgs if "HtoD" in a.key) * per,
+        "aten_ops_per_step": sum(a.count for a in avgs if a.key.startswith("aten::")) * per,
+        "top": [{"name": a.key[:90], "calls_per_step": a.count * per,
+                 "ms_per_step": getattr(a, key_time) * 1e-3 * per} for a in ranked[:top]],
+    }
+
+
+def section_profile(ctx: Ctx, res: Results, budget: Budget):
+    """torch.profiler over a short run of PTI and the default GANI at the smallest and the
+    largest batch, in the dtype measured first (bf16 on a GPU): where a step's time goes,
+    for the optimisations of docs/performance.md."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from gani.tuning import tune_images
+
+    args = ctx.args
+    k2 = int(args.steps.split(",")[1])
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    dt = [d for d in args.dtypes.split(",") if ctx.cuda or d == "fp32"][-1]
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.cuda else [])
+    for v in variants(["pti", "gani"])[:2]:
+        for B in sorted({batches[0], batches[-1]}):
+            if budget.left() < 10:
+                res.skip("profile", f"budget spent; not profiled from {variant_name(v)} B={B}")
+                return
+            row = {"variant": variant_name(v), "dtype": dt, "batch": B}
+            x, w = ctx.inputs(B)
+            deadline = budget.deadline(args.cap)
+
+            def progress(info):
+                if time.perf_counter() > deadline:
+                    raise Deadline(f"deadline at step {info['step']}")
+
+            try:
+                with layers_fused(v.get("fuse", False)):
+                    tune_images(v["method"], ctx.G, x, w, tune_cfg_for(ctx, v, dt, B, 1),
+                                ctx.loss, progress=progress)          # warm-up, not profiled
+                    cfg = tune_cfg_for(ctx, v, dt, B, k2)
+                    with profile(activities=acts) as prof:
+                        sync(ctx.dev)
+                        t = time.perf_counter()
+                        tune_images(v["method"], ctx.G, x, w, cfg, ctx.loss, progress=progress)
+                        sync(ctx.dev)
+                        wall = time.perf_counter() - t
+                row.update(profile_summary(prof, ctx.cuda, k2, wall))
+                row["note"] = "per step = the run's totals / its steps (setup included)"
+            except Deadline as exc:
+                row["error"] = f"past its deadline: {exc}"
+            except Exception as exc:  # noqa: BLE001 - a failed profile is a row, not the end
+                row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+            res.add("profile", row)
 
 
 def timeit(fn, dev, reps: int) -> float:
@@ -818,8 +922,9 @@ def derive(data: dict) -> None:
         if b1 and r["batch"] > 1:
             r["images_per_hour_over_batch1"] = r["images_per_hour"] / b1["images_per_hour"]
     for g in data["gmm"]:
-        step = by.get((f"gani[reparam,{g['sharing']}]", g["dtype"], g["batch"])) or \
-            by.get((f"gani[{g['sharing']}]", g["dtype"], g["batch"]))
+        sh = g["sharing"] + (",fused" if g.get("fused") else "")
+        step = by.get((f"gani[reparam,{sh}]", g["dtype"], g["batch"])) or \
+            by.get((f"gani[{sh}]", g["dtype"], g["batch"]))
         if step and "fwd_bwd_s" in g:
             g["share_of_gani_step"] = g["fwd_bwd_s"] / step["s_per_step"]
 
@@ -886,11 +991,29 @@ def markdown(d: dict) -> str:
         L += ["## GMMs alone", "", "| sharing | dtype | B | forward s | fwd+bwd s | "
               "share of GANI step | TFLOP/s |", "|---|---|---|---|---|---|---|"]
         for g in d["gmm"]:
-            L.append(f"| {g['sharing']} | {g['dtype']} | {g['batch']} | "
+            L.append(f"| {g['sharing']}{' (fused)' if g.get('fused') else ''} | "
+                     f"{g['dtype']} | {g['batch']} | "
                      f"{_f(g.get('forward_s'), '{:.4g}')} | {_f(g.get('fwd_bwd_s'), '{:.4g}')} | "
                      f"{_f(g.get('share_of_gani_step'), '{:.0%}')} | "
                      f"{_f(g.get('achieved_tflops'), '{:.3g}')} {g.get('error', '')} |")
         L.append("")
+    if d.get("profile"):
+        L += ["## Profile of a step (torch.profiler)", "", "| variant | dtype | B | wall s/step | "
+              "busy s/step | device idle | launches/step | host waits/step | H2D copies/step | "
+              "top ops (ms/step) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in d["profile"]:
+            if "wall_s_per_step" not in r:
+                L.append(f"| {r['variant']} | {r['dtype']} | {r['batch']} | "
+                         f"{r.get('error', '')} |" + " |" * 6)
+                continue
+            tops = "; ".join(f"{t['name'][:40]} {t['ms_per_step']:.3g}" for t in r["top"][:5])
+            L.append(f"| {r['variant']} | {r['dtype']} | {r['batch']} | "
+                     f"{r['wall_s_per_step']:.4g} | {r['busy_s_per_step']:.4g} | "
+                     f"{_f(r.get('device_idle_fraction'), '{:.0%}')} | "
+                     f"{r['launches_per_step']:.0f} | {r['host_waits_per_step']:.0f} | "
+                     f"{r['h2d_copies_per_step']:.0f} | {tops} |")
+        L += ["", "Busy = the device's kernel time summed (on a CPU: the aten ops' self time); "
+              "idle = 1 − busy / wall: the share of a step the device waits for the host.", ""]
     if d["e4e"]:
         L += ["## e4e encoder (256 px input)", "", "| dtype | channels-last | B | s/image | "
               "TFLOP/s |", "|---|---|---|---|---|"]

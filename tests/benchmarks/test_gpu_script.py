@@ -39,8 +39,11 @@ def test_gpu_script_tiny_cpu(tmp_path, capsys):
     from gani.config.schema import GMMSection
 
     names = {gpu.variant_name(v) for v in gpu.variants(["pti", "gani"])}
-    assert len(names) == 1 + max(1, len(F._literal_values(GMMSection, "reading"))) * max(
-        1, len(F._literal_values(GMMSection, "sharing")))
+    readings = max(1, len(F._literal_values(GMMSection, "reading")))
+    sharings = F._literal_values(GMMSection, "sharing")
+    # + the fused copy of each `layer` variant (GMMBank.fuse)
+    assert len(names) == 1 + readings * (max(1, len(sharings)) + ("layer" in sharings))
+    assert "layer" not in sharings or {n for n in names if n.endswith(",fused]")}
     rows = {(r["variant"], r["batch"]): r for r in data["tune"]}
     assert set(rows) == {(n, b) for n in names for b in (1, 2)}
     for (name, b), r in rows.items():
@@ -55,12 +58,22 @@ def test_gpu_script_tiny_cpu(tmp_path, capsys):
     assert {g["sharing"] for g in data["gmm"]} == set(
         F._literal_values(GMMSection, "sharing") or ["channels"])
     assert all("fwd_bwd_s" in g and "share_of_gani_step" in g for g in data["gmm"])
+    assert any(g.get("fused") for g in data["gmm"]) == ("layer" in sharings)
+    # the profile: PTI and the default GANI at the smallest and largest batch
+    prof = {(r["variant"], r["batch"]): r for r in data["profile"]}
+    default = gpu.variant_name(gpu.variants(["pti", "gani"])[1])
+    assert set(prof) == {(n, b) for n in ("pti", default) for b in (1, 2)}
+    for r in prof.values():
+        assert "error" not in r, r
+        assert r["wall_s_per_step"] > 0 and r["aten_ops_per_step"] > 0 and r["top"]
+        assert all(t["ms_per_step"] >= 0 and t["calls_per_step"] > 0 for t in r["top"])
     assert data["skipped"]["channels_last"].startswith("no loss networks")
     assert {r["channels_last"] for r in data["e4e"]} == {False, True}
     steps = [r["step"] for r in data["align"]]
     assert any(s.startswith("e4e_align") for s in steps) and len(steps) == 4
     assert len(data["metrics"]) == 4 and all(r["s_per_image"] > 0 for r in data["metrics"])
-    for head in ("## Tuning steps", "## GMMs alone", "## e4e encoder", "## Alignment",
+    for head in ("## Tuning steps", "## GMMs alone", "## Profile of a step", "## e4e encoder",
+                 "## Alignment",
                  "## Metrics per image", "measured/floor"):
         assert head in md
 

@@ -35,6 +35,8 @@ a k-step run is the first k steps of the N-step run). The projector is not in th
 
 Front: per budget and split group, a configuration is on the Pareto front when no other has
 both a lower-or-equal mean L2 and a lower-or-equal mean drift, one of them strictly lower.
+The report gives that front, and a second one among the methods that tune the generator
+(PTI and GANI: what `tune.method` chooses from), which the drift-0 projection can hide.
 """
 from __future__ import annotations
 
@@ -374,11 +376,71 @@ def pareto_front(cells: dict, group: str = "procedural") -> set[str]:
     return front
 
 
+def pti_l2_at_drift(cells: dict, drift: float, group: str = "procedural") -> float | None:
+    """PTI's L2 at a given drift, read off PTI's own learning-rate curve: log L2 interpolated
+    linearly in log drift between the two learning rates that bracket `drift`. None outside
+    PTI's measured drift range (no extrapolation), and None when the curve is not a sweep
+    (drift rising and L2 falling with the lr): then "PTI at that drift" is not defined by it."""
+    by_lr = sorted((float(n.rsplit(" ", 1)[-1]), c[group]["drift"]["mean"],
+                    c[group]["l2"]["mean"])
+                   for n, c in cells.items() if family(n) == "pti" and group in c)
+    pts = [(d, l2) for _, d, l2 in by_lr]
+    if any(d1 <= d0 or l1 >= l0 for (d0, l0), (d1, l1) in zip(pts, pts[1:])):
+        return None
+    for (d0, l0), (d1, l1) in zip(pts, pts[1:]):
+        if d0 <= drift <= d1 and d0 > 0 and d1 > d0:
+            t = np.log(drift / d0) / np.log(d1 / d0)
+            return float(np.exp(np.log(l0) + t * np.log(l1 / l0)))
+    return None
+
+
+def vs_pti_at_equal_drift(cells: dict, name: str, group: str = "procedural") -> float | None:
+    """L2 of `name` relative to PTI's at the same drift (−0.05: 5 % lower than PTI)."""
+    c = cells[name].get(group)
+    if not c or family(name) in ("start", "projection", "pti"):
+        return None
+    ref = pti_l2_at_drift(cells, c["drift"]["mean"], group)
+    return None if ref is None else c["l2"]["mean"] / ref - 1.0
+
+
+def dominated_by_pti(cells: dict, group: str = "procedural") -> dict[str, list[str]]:
+    """{GANI configuration: the PTI configurations that dominate it (no worse in L2 and in
+    drift, better in one)}, for the GANI configurations that one dominates."""
+    pts = {n: (c[group]["l2"]["mean"], c[group]["drift"]["mean"])
+           for n, c in cells.items() if group in c}
+    out = {}
+    for n, (l2, dr) in pts.items():
+        if not n.startswith("gani "):
+            continue
+        by = [m for m, (l2b, drb) in pts.items() if family(m) == "pti"
+              and l2b <= l2 and drb <= dr and (l2b < l2 or drb < dr)]
+        if by:
+            out[n] = sorted(by, key=report_order)
+    return out
+
+
+def tuning_front(cells: dict, group: str = "procedural") -> set[str]:
+    """The front among the configurations that tune the generator (PTI, GANI): the product's
+    `tune.method` is one of them, and the W+ projection, at drift 0, can hide them all."""
+    return pareto_front({n: c for n, c in cells.items() if family(n) not in ("start", "projection")}, group)
+
+
 def _f(s: dict | None, d: int = 4) -> str:
     if not s or s.get("mean") is None:
         return "–"
     txt = f"{s['mean']:.{d}f}"
     return txt + (f" ± {s['ci95']:.{d}f}" if s.get("ci95") is not None else "")
+
+
+def keep_preface(old: str, new: str) -> str:
+    """Carry the hand-written notes of an earlier report (the `>` block under its title:
+    what was run where, and its reading) into a regenerated one."""
+    head, *rest = old.split("\n\n", 1)
+    quote = rest[0].split("\nWritten by ", 1)[0] if rest else ""
+    if not quote.startswith(">"):
+        return new
+    title, body = new.split("\n\n", 1)
+    return f"{title}\n\n{quote.rstrip()}\n\n{body}"
 
 
 def markdown(datas: list[dict], ratios: dict, expected: list[str] | None = None) -> str:
@@ -389,7 +451,10 @@ def markdown(datas: list[dict], ratios: dict, expected: list[str] | None = None)
              "`judgement*.md`; ★ = on the fit-vs-drift Pareto front of that budget (procedural "
              "targets: held-out + shifted). MSE @ equal time: the training MSE after the steps "
              "that cost what N PTI steps cost at 1024 px on the H200 (ratios from "
-             "`benchmarks/gpu/results/h200_1024.json`, fp32, batch 1).", ""]
+             "`benchmarks/gpu/results/h200_1024.json`, fp32, batch 1). L2 vs PTI @ equal drift: "
+             "the procedural L2 against PTI's at the same drift, read off PTI's three "
+             "learning rates (log L2 linear in log drift between the two that bracket it; – "
+             "outside their range, or where PTI's drift does not rise with its lr).", ""]
     for data in datas:
         tb = data["testbed"]
         n_split = {s: sum(t["split"] == s for t in data["targets"])
@@ -406,19 +471,33 @@ def markdown(datas: list[dict], ratios: dict, expected: list[str] | None = None)
             cells = cells_by_budget.get(b, {})
             front = pareto_front(cells)
             lines += [f"### {b} steps", "",
-                      "| configuration | L2 held-out ↓ | L2 shifted ↓ | drift ↓ | MSE @ equal "
-                      "time ↓ | edit ratio (→1) | edit leakage ↓ | edit change vs start ↓ | "
-                      "attr err ↓ | L2 real ↓ |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+                      "| configuration | L2 held-out ↓ | L2 shifted ↓ | drift ↓ | L2 vs PTI @ "
+                      "equal drift ↓ | MSE @ equal time ↓ | edit ratio (→1) | edit leakage ↓ | "
+                      "edit change vs start ↓ | attr err ↓ | L2 real ↓ |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             for name, c in sorted(cells.items(), key=lambda kv: report_order(kv[0])):
                 p = c.get("procedural", {})
+                rel = vs_pti_at_equal_drift(cells, name)
                 lines.append(
                     f"| {'★ ' if name in front else ''}{name} | {_f(c.get('test', {}).get('l2'))}"
                     f" | {_f(c.get('shifted', {}).get('l2'))} | {_f(p.get('drift'))} | "
+                    f"{'–' if rel is None else f'{rel * 100:+.1f} %'} | "
                     f"{_f(p.get('mse_equal_time'))} | {_f(p.get('edit_ratio'), 2)} | "
                     f"{_f(p.get('edit_leakage'), 3)} | {_f(p.get('edit_vs_start'), 3)} | "
                     f"{_f(p.get('attr_err'), 3)} | {_f(c.get('real', {}).get('l2'))} |")
-            lines += ["", "On the front: " + ", ".join(sorted(front, key=report_order)) + ".", ""]
+            tuning = tuning_front(cells)
+            lines += ["", "On the front: " + ", ".join(sorted(front, key=report_order)) + ".",
+                      "", "Front of the methods that tune the generator (start and projection "
+                      "left out): " + (", ".join(sorted(tuning, key=report_order)) or "none")
+                      + ".", ""]
+            gani = [n for n in cells if n.startswith("gani ")]
+            if gani:
+                dom = dominated_by_pti(cells)
+                lines += [f"GANI configurations that a PTI configuration dominates: {len(dom)} "
+                          f"of {len(gani)}" + (" (" + "; ".join(
+                              f"{n}: by {', '.join(by)}" for n, by in
+                              sorted(dom.items(), key=lambda kv: report_order(kv[0])))
+                              + ")" if dom else "") + ".", ""]
             lacking = [n for n in (expected or []) if n not in cells]
             if lacking:
                 lines += [f"**Not in this run ({len(lacking)} of {len(expected)} "
@@ -500,7 +579,10 @@ def report(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     md, png = out / f"{args.stem}.md", out / f"{args.stem}_fit_vs_drift.png"
-    md.write_text(markdown(datas, ratios, expected))
+    text = markdown(datas, ratios, expected)
+    if md.is_file():
+        text = keep_preface(md.read_text(), text)
+    md.write_text(text)
     plot(datas, ratios, png)
     print(f"wrote {md} and {png}")
     return 0

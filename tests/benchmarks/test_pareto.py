@@ -59,6 +59,46 @@ def test_pareto_front_keeps_exactly_the_undominated_points():
     assert P.pareto_front(cells) == {"a", "b", "d", "e"}
 
 
+def test_the_tuning_front_leaves_out_what_does_not_tune_the_generator():
+    pts = {"start": (0.030, 0.0), "projection": (0.004, 0.0),         # dominates every tuner
+           "pti lr 0.001": (0.005, 0.002), "gani optimizer/layer lr 0.001": (0.005, 0.003),
+           "gani reparam/layer lr×3": (0.004, 0.004), "pti lr 0.0001": (0.010, 0.001)}
+    cells = {n: {"procedural": {"l2": _spread(l2), "drift": _spread(dr)}}
+             for n, (l2, dr) in pts.items()}
+    assert P.pareto_front(cells) == {"projection"}
+    assert P.tuning_front(cells) == {"pti lr 0.001", "gani reparam/layer lr×3", "pti lr 0.0001"}
+    assert P.dominated_by_pti(cells) == {"gani optimizer/layer lr 0.001": ["pti lr 0.001"]}
+
+
+def test_equal_drift_reads_pti_off_its_learning_rate_curve():
+    pts = {"pti lr 0.0001": (0.020, 0.001), "pti lr 0.0003": (0.010, 0.002),
+           "pti lr 0.001": (0.005, 0.004),
+           "gani optimizer/layer lr 0.001": (0.0095, 0.002 * 2 ** 0.5),    # half-way, log
+           "gani reparam/layer lr×3": (0.004, 0.008), "projection": (0.003, 0.0)}
+    cells = {n: {"procedural": {"l2": _spread(l2), "drift": _spread(dr)}}
+             for n, (l2, dr) in pts.items()}
+    # half-way between 0.020 and 0.010 in log space: 0.01 * 2 ** 0.5
+    assert P.pti_l2_at_drift(cells, 0.001 * 2 ** 0.5) == pytest.approx(0.01 * 2 ** 0.5)
+    assert P.pti_l2_at_drift(cells, 0.004) == pytest.approx(0.005)
+    assert P.pti_l2_at_drift(cells, 0.0005) is None and P.pti_l2_at_drift(cells, 0.005) is None
+    ref = 0.010 * (0.5 ** 0.5)                            # PTI at drift 0.002·√2
+    assert P.vs_pti_at_equal_drift(cells, "gani optimizer/layer lr 0.001") == \
+        pytest.approx(0.0095 / ref - 1)
+    assert P.vs_pti_at_equal_drift(cells, "gani reparam/layer lr×3") is None    # beyond PTI's
+    assert P.vs_pti_at_equal_drift(cells, "pti lr 0.001") is None
+    assert P.vs_pti_at_equal_drift(cells, "projection") is None
+    cells["pti lr 0.0003"]["procedural"]["drift"] = _spread(0.005)  # drift no longer rises
+    assert P.pti_l2_at_drift(cells, 0.0045) is None
+
+
+def test_a_regenerated_report_keeps_its_hand_written_preface():
+    old = "# T\n\n> **Run.** where\n>\n> **Reading.** what\n\nWritten by x.\n\n## a\n"
+    new = "# T\n\nWritten by y.\n\n## b\n"
+    assert P.keep_preface(old, new) == \
+        "# T\n\n> **Run.** where\n>\n> **Reading.** what\n\nWritten by y.\n\n## b\n"
+    assert P.keep_preface("# T\n\nWritten by x.\n", new) == new
+
+
 def test_equal_time_ratios_come_from_the_gpu_results(tmp_path):
     rows = [{"variant": "pti", "dtype": "fp32", "batch": 1, "s_per_step": 0.1},
             {"variant": "gani[reparam,channels]", "dtype": "fp32", "batch": 1,
@@ -105,6 +145,8 @@ def test_report_marks_the_front_reads_equal_time_off_the_curve_and_lists_skips(t
     md = P.markdown([_data()], ratios)
     assert "| ★ pti lr 0.0003 |" in md and "| gani reparam/channels lr×1 |" in md
     assert "Not run (deadline): projection (100)" in md
+    assert "left out): pti lr 0.0003." in md
+    assert ("dominates: 1 of 1 (gani reparam/channels lr×1: by pti lr 0.0003)." in md)
     md = P.markdown([_data()], ratios, expected=["start", "pti lr 0.0003", "pti lr 0.001"])
     assert "**Not in this run (1 of 3 configurations):** pti lr 0.001." in md
     P.plot([_data()], ratios, tmp_path / "p.png")

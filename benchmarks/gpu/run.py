@@ -21,9 +21,14 @@ Sections, in this order (the most wanted first; `--skip a,b` / `--only a,b`):
   = 3600/that. Peak memory: CUDA max_memory_allocated; CPU peak-RSS growth (exact in a fresh
   process: `--isolate`; in-process it is a lower bound). The loss is the ffhq profile's
   (L2 + LPIPS + ID + parsing) with random-weight networks of the official architectures
-  (`--loss l2` for L2 only).
-- gmm: the GMMs alone (forward, forward+backward) per sharing, dtype and batch: their
-  share of a GANI step.
+  (`--loss l2` for L2 only). Each `layer`-sharing variant also runs fused
+  (`gani[<reading>,layer,fused]`: `GMMBank.FUSE_LAYERS`, the layers of one weight shape as
+  one stacked computation), against the per-layer loop in the same run.
+- gmm: the GMMs alone (forward, forward+backward) per sharing, dtype and batch, `layer`
+  both looped and fused: their share of a GANI step.
+- trace: torch.profiler over a few steps of PTI and the default GANI at the smallest and the
+  largest batch: wall and device-busy time per step, the device's idle fraction, kernel
+  launches, host waits (synchronisations), host-to-device copies, aten ops, the top ops.
 - channels_last: the tuning step with the loss networks in channels-last memory format
   (the generator's modulated convs run as grouped convs on reshaped inputs: not applicable).
 - e4e: encoder forward per image (IR-SE50 e4e, random weights), fp32/bf16, channels-last.
@@ -61,7 +66,7 @@ import torch
 from . import ROOT
 from . import flops as F
 
-SECTIONS = ("env", "flops", "tune", "gmm", "profile", "channels_last", "e4e", "align",
+SECTIONS = ("env", "flops", "tune", "gmm", "trace", "channels_last", "e4e", "align",
             "metrics", "compile", "invert")
 H200_BF16 = F.H200_BF16_FLOPS
 LANDMARKS_FILE = Path(__file__).with_name("astronaut_landmarks.json")
@@ -73,7 +78,7 @@ class Deadline(Exception):
 
 # --------------------------------------------------------------------------- budget
 # each section's share of the budget; a section may use what the ones before it left over
-WEIGHTS = {"env": 3, "flops": 7, "tune": 45, "gmm": 5, "profile": 8, "channels_last": 6,
+WEIGHTS = {"env": 3, "flops": 7, "tune": 45, "gmm": 5, "trace": 8, "channels_last": 6,
            "e4e": 4, "align": 2, "metrics": 6, "compile": 19, "invert": 3}
 
 
@@ -187,7 +192,7 @@ class Results:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stem = stem
         self.data = {"meta": meta, "env": {}, "flops": {}, "tune": [], "gmm": [],
-                     "profile": [], "channels_last": [], "e4e": [], "align": [], "metrics": [],
+                     "trace": [], "channels_last": [], "e4e": [], "align": [], "metrics": [],
                      "compile": [], "invert": [], "skipped": {}, "notes": []}
 
     def add(self, section: str, row) -> None:
@@ -575,13 +580,13 @@ def section_gmm(ctx: Ctx, res: Results, budget: Budget):
                 res.add("gmm", row)
 
 
-# --------------------------------------------------------------------------- profile
+# --------------------------------------------------------------------------- trace
 # host-side runtime calls that show launches and waits (names as CUDA's runtime spells them)
 LAUNCH_CALLS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 
 
-def profile_summary(prof, cuda: bool, steps: int, wall: float, top: int = 12) -> dict:
+def trace_summary(prof, cuda: bool, steps: int, wall: float, top: int = 12) -> dict:
     """Per step: wall time, the device's busy time (kernel time summed; wall − busy is when
     the device waits for the host: launch- or sync-bound), kernel launches, host waits and
     host→device copies, and the top ops by self device time (self CPU time on a CPU)."""
@@ -612,7 +617,7 @@ def profile_summary(prof, cuda: bool, steps: int, wall: float, top: int = 12) ->
     }
 
 
-def section_profile(ctx: Ctx, res: Results, budget: Budget):
+def section_trace(ctx: Ctx, res: Results, budget: Budget):
     """torch.profiler over a short run of PTI and the default GANI at the smallest and the
     largest batch, in the dtype measured first (bf16 on a GPU): where a step's time goes,
     for the optimisations of docs/performance.md."""
@@ -628,7 +633,7 @@ def section_profile(ctx: Ctx, res: Results, budget: Budget):
     for v in variants(["pti", "gani"])[:2]:
         for B in sorted({batches[0], batches[-1]}):
             if budget.left() < 10:
-                res.skip("profile", f"budget spent; not profiled from {variant_name(v)} B={B}")
+                res.skip("trace", f"budget spent; not profiled from {variant_name(v)} B={B}")
                 return
             row = {"variant": variant_name(v), "dtype": dt, "batch": B}
             x, w = ctx.inputs(B)
@@ -649,13 +654,13 @@ def section_profile(ctx: Ctx, res: Results, budget: Budget):
                         tune_images(v["method"], ctx.G, x, w, cfg, ctx.loss, progress=progress)
                         sync(ctx.dev)
                         wall = time.perf_counter() - t
-                row.update(profile_summary(prof, ctx.cuda, k2, wall))
+                row.update(trace_summary(prof, ctx.cuda, k2, wall))
                 row["note"] = "per step = the run's totals / its steps (setup included)"
             except Deadline as exc:
                 row["error"] = f"past its deadline: {exc}"
             except Exception as exc:  # noqa: BLE001 - a failed profile is a row, not the end
                 row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-            res.add("profile", row)
+            res.add("trace", row)
 
 
 def timeit(fn, dev, reps: int) -> float:
@@ -997,11 +1002,11 @@ def markdown(d: dict) -> str:
                      f"{_f(g.get('share_of_gani_step'), '{:.0%}')} | "
                      f"{_f(g.get('achieved_tflops'), '{:.3g}')} {g.get('error', '')} |")
         L.append("")
-    if d.get("profile"):
-        L += ["## Profile of a step (torch.profiler)", "", "| variant | dtype | B | wall s/step | "
+    if d.get("trace"):
+        L += ["## Trace of a step (torch.profiler)", "", "| variant | dtype | B | wall s/step | "
               "busy s/step | device idle | launches/step | host waits/step | H2D copies/step | "
               "top ops (ms/step) |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for r in d["profile"]:
+        for r in d["trace"]:
             if "wall_s_per_step" not in r:
                 L.append(f"| {r['variant']} | {r['dtype']} | {r['batch']} | "
                          f"{r.get('error', '')} |" + " |" * 6)

@@ -59,8 +59,8 @@ def test_gpu_script_tiny_cpu(tmp_path, capsys):
         F._literal_values(GMMSection, "sharing") or ["channels"])
     assert all("fwd_bwd_s" in g and "share_of_gani_step" in g for g in data["gmm"])
     assert any(g.get("fused") for g in data["gmm"]) == ("layer" in sharings)
-    # the profile: PTI and the default GANI at the smallest and largest batch
-    prof = {(r["variant"], r["batch"]): r for r in data["profile"]}
+    # the trace: PTI and the default GANI at the smallest and largest batch
+    prof = {(r["variant"], r["batch"]): r for r in data["trace"]}
     default = gpu.variant_name(gpu.variants(["pti", "gani"])[1])
     assert set(prof) == {(n, b) for n in ("pti", default) for b in (1, 2)}
     for r in prof.values():
@@ -72,7 +72,7 @@ def test_gpu_script_tiny_cpu(tmp_path, capsys):
     steps = [r["step"] for r in data["align"]]
     assert any(s.startswith("e4e_align") for s in steps) and len(steps) == 4
     assert len(data["metrics"]) == 4 and all(r["s_per_image"] > 0 for r in data["metrics"])
-    for head in ("## Tuning steps", "## GMMs alone", "## Profile of a step", "## e4e encoder",
+    for head in ("## Tuning steps", "## GMMs alone", "## Trace of a step", "## e4e encoder",
                  "## Alignment",
                  "## Metrics per image", "measured/floor"):
         assert head in md

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -140,21 +140,29 @@ class GMM(nn.Module):
         self.a = nn.Parameter(torch.ones(batch, n_layers, nb, C)) if n_layers else None
         self.o = nn.Parameter(torch.zeros(batch, n_layers, nb, C)) if n_layers else None
 
-    def _affine(self, h: torch.Tensor, k: int, layer_index: Optional[torch.Tensor]):
-        """a_l ⊙ h + o_l per row (row r belongs to layer layer_index[r]); identity without."""
+    def _affine(self, h: torch.Tensor, k: int, segments: Optional[Sequence[tuple[int, int]]]):
+        """a_l ⊙ h + o_l per row; `segments` lists (slot l, row count) of the consecutive row
+        blocks of h, in order. Each block is scaled by its layer's [C] gain and offset
+        broadcast over its rows: nothing of h's size is gathered, and the gradient of a_l
+        is a plain sum over its rows (deterministic on CUDA, unlike an index_add)."""
         if self.a is None:
             return h
-        if layer_index is None:
-            raise ValueError("a module with per-layer gains needs each row's layer index")
-        a = self.a[:, :, k].index_select(1, layer_index)
-        o = self.o[:, :, k].index_select(1, layer_index)
-        return h * a + o
+        if segments is None:
+            raise ValueError("a module with per-layer gains needs each row block's layer slot")
+        sizes = [n for _, n in segments]
+        if sum(sizes) != h.shape[1]:
+            raise ValueError(f"segments cover {sum(sizes)} rows, the input has {h.shape[1]}")
+        parts = h.split(sizes, dim=1)
+        return torch.cat([p * self.a[:, l, k].unsqueeze(1) + self.o[:, l, k].unsqueeze(1)
+                          for p, (l, _) in zip(parts, segments)], dim=1)
 
-    def forward(self, rows: torch.Tensor, layer_index: Optional[torch.Tensor] = None,
+    def forward(self, rows: torch.Tensor,
+                segments: Optional[Sequence[tuple[int, int]]] = None,
                 identity_path: Optional[bool] = None) -> torch.Tensor:
         """rows [B, R, C] (gradient rows) → M(g) [B, R, C]: z_B, or z_B − z_0 when
-        `identity_path` (default cfg.identity_path) is false."""
-        affine = None if self.a is None else (lambda h, k: self._affine(h, k, layer_index))
+        `identity_path` (default cfg.identity_path) is false. `segments` (per-layer gains
+        only): (layer slot, row count) of the consecutive row blocks of `rows`."""
+        affine = None if self.a is None else (lambda h, k: self._affine(h, k, segments))
         return residual_mlp(self.cfg, rows, self.w1, self.b, self.w2, self.s_post, self.s_pre,
                             affine, identity_path)
 
@@ -277,11 +285,9 @@ class GMMBank(nn.Module):
             return self.modules_by_layer[_key(name)]
         return self.module(self.layer_channels[name])
 
-    def _layer_index(self, grads: GradientRows, C: int, device) -> torch.Tensor:
-        """Each row's slot among the layers of its C ([ΣR] long), for the per-layer affine."""
-        parts = [torch.full((b - a,), self.slot[n], dtype=torch.long)
-                 for n, (c, a, b, _) in grads.layout.items() if c == C]
-        return torch.cat(parts).to(device)
+    def _segments(self, grads: GradientRows, C: int) -> list[tuple[int, int]]:
+        """(slot, row count) of each layer of channel count C, in the order of grads.rows[C]."""
+        return [(self.slot[n], b - a) for n, (c, a, b, _) in grads.layout.items() if c == C]
 
     def _module_rows(self, grads: GradientRows, identity_path: Optional[bool]) -> dict:
         """M(g) per layer as rows {name: [B, R_l, C]}."""
@@ -291,9 +297,9 @@ class GMMBank(nn.Module):
         if self.cfg.sharing == "layer":
             return self._layer_rows(grads, identity_path)
         for C, rows in grads.rows.items():
-            idx = (self._layer_index(grads, C, rows.device)
+            seg = (self._segments(grads, C)
                    if self.cfg.sharing == "channels_affine" else None)
-            m = self.module(C)(rows, idx, identity_path)
+            m = self.module(C)(rows, seg, identity_path)
             for name in grads.layers_of(C):
                 _, a, b, _ = grads.layout[name]
                 out[name] = m[:, a:b]

@@ -141,25 +141,36 @@ class Tracker:
 
     @torch.no_grad()
     def record(self, t: int, losses: torch.Tensor, parts: dict) -> None:
-        vals = losses.detach().float().cpu()
+        # one device-to-host copy per step (the losses and every part, stacked): on a GPU
+        # each separate copy is a synchronisation, and there were 1 + terms × images of them
+        names = list(parts)
+        host = torch.stack([losses.detach().float().double(),
+                            *(parts[k].detach().double().broadcast_to(losses.shape)
+                              for k in names)]).cpu()
+        vals, part_vals = host[0], dict(zip(names, host[1:].tolist()))
         finite = torch.isfinite(vals)
         for i in range(self.batch):
             if not self.active[i]:
                 continue
             v = float(vals[i])
             self.curves[i].append(v)
-            for k, p in parts.items():
-                self.parts[i].setdefault(k, []).append(float(p[i]))
+            for k in names:
+                self.parts[i].setdefault(k, []).append(part_vals[k][i])
             if not finite[i]:
                 kept = f"kept the step-{t - 1} state" if self.ever_good[i] else "no finite state"
                 self.stop(i, f"non-finite loss ({v}) at step {t} of {self.method}; stopped "
                              f"this image, {kept}")
             else:
                 self.ever_good[i] = True
-        mask = (finite & self.active).to(self.state[0].device) if self.state else None
-        for s, g in zip(self.state, self.good):
-            m = mask.view(-1, *([1] * (s.dim() - 1)))
-            g.copy_(torch.where(m, s.detach(), g))
+        keep = finite & self.active  # on the host: which images' state is the new good one
+        if bool(keep.all()):  # the usual step: a plain copy, no mask, no temporary
+            for s, g in zip(self.state, self.good):
+                g.copy_(s.detach())
+        elif bool(keep.any()):
+            mask = keep.to(self.state[0].device) if self.state else None
+            for s, g in zip(self.state, self.good):
+                m = mask.view(-1, *([1] * (s.dim() - 1)))
+                g.copy_(torch.where(m, s.detach(), g))
         if self.bar is not None:
             self.bar.update(0 if t == 0 else 1)
             act = [c[-1] for c, a in zip(self.curves, self.active.tolist()) if a and c]
@@ -177,6 +188,8 @@ class Tracker:
 
     def loss_to_backprop(self, losses: torch.Tensor) -> torch.Tensor:
         """Σ over active images (stopped images contribute an exact 0)."""
+        if bool(self.active.all()):
+            return losses.sum()
         act = self.active.to(losses.device)
         return torch.where(act, losses, torch.zeros_like(losses)).sum()
 

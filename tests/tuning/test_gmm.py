@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gani.config.schema import GMMSection
-from gani.gmm import GMM, GMMBank, GradientRows, from_rows, to_rows
+from gani.gmm import GMM, GMMBank, GradientRows, from_rows, residual_mlp, to_rows
 
 
 def fake_grads(shapes, batch=2, seed=0, scale=1e-3):
@@ -165,6 +165,37 @@ def test_channels_affine_starts_as_channels_and_its_gains_are_per_layer():
     after = bank(rows)
     assert not torch.allclose(after["a"], before["a"])
     assert torch.equal(after["b"], before["b"]) and torch.equal(after["c"], before["c"])
+
+
+def test_channels_affine_gains_equal_a_per_row_gather():
+    """The per-layer gain and offset, applied block by block, equal a_l ⊙ h + o_l with a_l
+    and o_l gathered for every row (the definition), in value and in φ-gradient."""
+    cfg = GMMSection(sharing="channels_affine", zero_init_last=False, bias="uniform", blocks=2)
+    bank = GMMBank(LAYER_C, cfg, batch=2, seed=5)
+    m = bank.module(8)
+    with torch.no_grad():
+        m.a.add_(torch.randn_like(m.a) * 0.3)
+        m.o.add_(torch.randn_like(m.o) * 0.3)
+    rows = GradientRows(fake_grads(SHAPES))
+    x = rows.rows[8]
+    segments = bank._segments(rows, 8)
+    assert segments == [(0, 6 * 9), (1, 5)]
+
+    def gathered(h, k, _segments):
+        idx = torch.cat([torch.full((n,), slot) for slot, n in segments])
+        return h * m.a[:, :, k].index_select(1, idx) + m.o[:, :, k].index_select(1, idx)
+
+    ref = residual_mlp(cfg, x, m.w1, m.b, m.w2, m.s_post, m.s_pre,
+                       lambda h, k: gathered(h, k, segments))
+    ga, go = torch.autograd.grad(ref.square().sum(), [m.a, m.o])
+    out = m(x, segments)
+    assert torch.equal(out, ref)
+    na, no = torch.autograd.grad(out.square().sum(), [m.a, m.o])
+    assert torch.allclose(na, ga, rtol=1e-5, atol=0) and torch.allclose(no, go, rtol=1e-5, atol=0)
+    with pytest.raises(ValueError, match="segments cover"):
+        m(x, [(0, 6 * 9)])
+    with pytest.raises(ValueError, match="layer slot"):
+        m(x)
 
 
 def test_layer_sharing_gives_each_layer_its_own_module():

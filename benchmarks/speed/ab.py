@@ -1,0 +1,131 @@
+"""Paired A/B of the step changes of issue 17 that a CPU can rank, in one process.
+
+    .venv/bin/python -m benchmarks.speed.ab --size 1024 --batch 1 --reps 9
+
+`gmm_affine`: sharing `channels_affine` applies its per-layer gain a_l and offset o_l
+(gani/gmm.py, `GMM._affine`). *Before*: a_l and o_l gathered for every row (two
+`index_select`s writing [B, R, C] each, whose backward is an `index_add` over 43.8 K rows
+into a handful of slots at C = 512: atomics on a GPU, so not deterministic there). *After*
+(the code): each layer's consecutive block of rows times its [C] gain, broadcast. `channels`
+(no gains) runs in the same loop as the floor. GMM forward + backward on the modulated-conv
+row layout of the 1024-px generator (random gradients; the cost does not depend on values),
+arms interleaved, one warm-up round, median of `--reps`. Also checked in the same run: the
+deltas of both arms are bit-identical (tests/tuning/test_gmm.py checks the φ-gradients).
+
+Results: benchmarks/speed/results/ab_<arm>_<device>_<size>_b<B>.{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from gani.config.schema import GMMSection
+from gani.gmm import GMM, GMMBank, GradientRows
+from gani.models.stylegan2 import Generator
+
+OUT = Path(__file__).resolve().parent / "results"
+
+
+def gathered_affine(self: GMM, h: torch.Tensor, k: int, segments) -> torch.Tensor:
+    """The *before* arm: a_l ⊙ h + o_l with a_l, o_l gathered per row."""
+    if self.a is None:
+        return h
+    idx = torch.cat([torch.full((n,), slot, dtype=torch.long) for slot, n in segments])
+    idx = idx.to(h.device)
+    return h * self.a[:, :, k].index_select(1, idx) + self.o[:, :, k].index_select(1, idx)
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def gmm_affine(size: int, batch: int, reps: int, dev: torch.device,
+               channel_max: int = 512) -> dict:
+    G = Generator(size, 512, 8, channel_multiplier=2, channel_max=channel_max)
+    shapes = {n: tuple(m.weight.shape[1:]) for n, m in G.modulated_convs().items()}
+    chans = {n: s[1] for n, s in shapes.items()}
+    gen = torch.Generator().manual_seed(0)
+    rows = GradientRows({n: (torch.randn(batch, *s, generator=gen) * 1e-3).to(dev)
+                         for n, s in shapes.items()})
+    banks = {sh: GMMBank(chans, GMMSection(sharing=sh, zero_init_last=False), batch,
+                         seed=1).to(dev) for sh in ("channels", "channels_affine")}
+    after = GMM._affine
+    arms = {"channels": ("channels", after), "before": ("channels_affine", gathered_affine),
+            "after": ("channels_affine", after)}
+
+    def run(arm: str) -> dict:
+        sharing, impl = arms[arm]
+        GMM._affine = impl
+        try:
+            bank = banks[sharing]
+            bank.zero_grad(set_to_none=True)
+            d = bank(rows)
+            sum((v * v).sum() for v in d.values()).backward()
+            return {k: v.detach() for k, v in d.items()}
+        finally:
+            GMM._affine = after
+
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    for r in range(reps + 1):  # round 0 warms up
+        for arm in arms:
+            sync(dev)
+            t = time.perf_counter()
+            run(arm)
+            sync(dev)
+            if r:
+                times[arm].append(time.perf_counter() - t)
+    med = {a: sorted(v)[len(v) // 2] for a, v in times.items()}
+    d0, d1 = run("before"), run("after")
+    return {"arm": "gmm_affine", "size": size, "channel_max": channel_max, "batch": batch,
+            "reps": reps,
+            "device": str(dev), "threads": torch.get_num_threads(),
+            "median_s": med, "times_s": times,
+            "before_over_channels": med["before"] / med["channels"],
+            "after_over_channels": med["after"] / med["channels"],
+            "after_over_before": med["after"] / med["before"],
+            "deltas_bit_identical": all(torch.equal(d0[k], d1[k]) for k in d0),
+            "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
+
+
+def markdown(r: dict) -> str:
+    m = r["median_s"]
+    return "\n".join([
+        f"# A/B `{r['arm']}`: {r['size']}-px row layout, B = {r['batch']}, {r['device']}, "
+        f"{r['threads']} thread(s), median of {r['reps']}", "",
+        "| arm | GMM fwd + bwd s | × channels |", "|---|---|---|",
+        f"| channels (no gains) | {m['channels']:.3f} | 1 |",
+        f"| channels_affine, before (per-row gather) | {m['before']:.3f} | "
+        f"{r['before_over_channels']:.3f} |",
+        f"| channels_affine, after (per-block broadcast) | {m['after']:.3f} | "
+        f"{r['after_over_channels']:.3f} |", "",
+        f"after / before: **{r['after_over_before']:.3f}**; deltas bit-identical: "
+        f"{r['deltas_bit_identical']}; torch {r['torch']}.", ""])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--channel-max", type=int, default=512, help="smaller: a test's tiny run")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    r = gmm_affine(a.size, a.batch, a.reps, torch.device(a.device), a.channel_max)
+    a.out.mkdir(parents=True, exist_ok=True)
+    stem = f"ab_{r['arm']}_{torch.device(a.device).type}_{a.size}_b{a.batch}"
+    (a.out / f"{stem}.json").write_text(json.dumps(r, indent=1) + "\n")
+    (a.out / f"{stem}.md").write_text(markdown(r))
+    print(markdown(r))
+
+
+if __name__ == "__main__":
+    main()

@@ -453,19 +453,34 @@ def measure_tune(ctx: Ctx, v: dict, dtype: str, B: int, k1: int, k2: int, deadli
     return row
 
 
-def run_child(spec: dict, ctx_args, timeout: float) -> dict:
-    """Run one measurement in a fresh process (`--child`), return its JSON row."""
+def run_child(spec: dict, ctx_args, timeout: float):
+    """Run one measurement in a fresh process (`--child`), return its JSON row (the
+    compile child: its list of rows). The child prints a `child_row` line whenever it has
+    more to report, so a child cut off by the timeout still returns what it finished,
+    marked with the timeout (`partial`)."""
     cmd = [sys.executable, "-m", "benchmarks.gpu.run", *ctx_args, "--child", json.dumps(spec)]
+    timed_out = False
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 1),
                            cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"child timed out after {timeout:.0f} s"}
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{\"child_row\"")]
-    if p.returncode != 0 or not lines:
-        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-        return {"error": f"child exit {p.returncode}: {' | '.join(tail)[:400]}"}
-    return json.loads(lines[-1])["child_row"]
+        stdout, stderr, rc = p.stdout, p.stderr, p.returncode
+    except subprocess.TimeoutExpired as e:
+        timed_out, rc = True, None
+        stdout = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) \
+            else (e.stdout or "")
+        stderr = ""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{\"child_row\"")]
+    err = f"child timed out after {timeout:.0f} s" if timed_out else None
+    if not lines:
+        if err is None:
+            tail = (stderr or stdout).strip().splitlines()[-3:]
+            err = f"child exit {rc}: {' | '.join(tail)[:400]}"
+        return {"error": err}
+    row = json.loads(lines[-1])["child_row"]
+    if err is not None:
+        for r in (row if isinstance(row, list) else [row]):
+            r["partial"] = err
+    return row
 
 
 def section_tune(ctx: Ctx, res: Results, budget: Budget):
@@ -839,21 +854,38 @@ def section_metrics(ctx: Ctx, res: Results, budget: Budget):
 # --------------------------------------------------------------------------- compile
 def measure_compiled(ctx: Ctx, spec: dict) -> list[dict]:
     """Child side: torch.compile(G.synthesis), then PTI and GANI rows (compile time = the
-    first run's setup + first steps, reported as compile_s)."""
+    first run's setup + first steps, reported as compile_s).
+
+    `dynamic=False`: every batch size (and the regularizer's batch of one) gets its own
+    static graph. With the default (automatic dynamic shapes) the second batch size
+    recompiles the whole synthesis network with a symbolic batch; on this workplace's CPU
+    at 64 px the static recompile took 0.87× and 0.89× as long in two runs, with equal
+    speed after it (benchmarks/speed/ab.py --arm compile_dynamic; docs/performance.md).
+    Every row gives its compile time; the child reports each row as it finishes (and the
+    one it is compiling), so a timeout keeps what was done."""
     deadline = time.perf_counter() + spec["cap"]
     t = time.perf_counter()
-    ctx.G.synthesis = torch.compile(ctx.G.synthesis)
+    mode = spec.get("mode") or None
+    ctx.G.synthesis = torch.compile(ctx.G.synthesis, dynamic=False, mode=mode)
     rows = []
     for v in variants(["pti", "gani"])[:2]:
         for B in spec["batches"]:
+            pending = {"variant": variant_name(v), "method": v["method"], "dtype": spec["dtype"],
+                       "batch": B, "compiled": "G.synthesis", "compile_mode": mode or "default",
+                       "error": "compiling (first step not finished)"}
+            print(json.dumps({"child_row": rows + [pending]}, default=str), flush=True)
             t = time.perf_counter()
             warm = measure_tune(ctx, v, spec["dtype"], B, 0, 1, deadline)
             compile_s = time.perf_counter() - t
+            pending.update(compile_s=compile_s, error="compiled; timed steps not finished")
+            print(json.dumps({"child_row": rows + [pending]}, default=str), flush=True)
             row = measure_tune(ctx, v, spec["dtype"], B, spec["k1"], spec["k2"], deadline)
-            row.update(compiled="G.synthesis", compile_s=compile_s)
-            if "error" in warm:
+            row.update(compiled="G.synthesis", compile_s=compile_s,
+                       compile_mode=mode or "default")
+            if "error" in warm and warm["error"] != row.get("error"):
                 row["warmup_error"] = warm["error"]
             rows.append(row)
+            print(json.dumps({"child_row": rows}, default=str), flush=True)  # so far
             if time.perf_counter() > deadline:
                 return rows
     return rows
@@ -865,10 +897,12 @@ def section_compile(ctx: Ctx, res: Results, budget: Budget):
     k1, k2 = (int(s) for s in ctx.args.steps.split(","))
     cap = min(ctx.args.compile_cap, budget.left() - 5)
     if cap < 30:
-        res.skip("compile", f"too little budget left ({budget.left():.0f} s)")
+        res.skip("compile", f"--compile-cap {ctx.args.compile_cap:.0f} s is below 30 s"
+                 if ctx.args.compile_cap < 30 else
+                 f"too little budget left ({budget.left():.0f} s)")
         return
     spec = {"kind": "compile", "dtype": dt, "batches": sorted({batches[0], batches[-1]}),
-            "k1": k1, "k2": k2, "cap": cap - 20}
+            "k1": k1, "k2": k2, "cap": cap - 20, "mode": ctx.args.compile_mode}
     out = run_child(spec, ctx_argv(ctx.args), cap)
     rows = out if isinstance(out, list) else [out]
     for r in rows:
@@ -992,6 +1026,20 @@ def markdown(d: dict) -> str:
               f"(counted FLOP/step ÷ {H200_BF16 / 1e12:.0f} TFLOP/s, the H200's bf16 rate), for "
               "every row whatever its device or dtype. GFLOP/step is blank for a reading "
               "whose step is not the reparam step (its FLOPs are not in the model).", ""]
+    if d["compile"]:
+        by = {(r.get("variant"), r.get("dtype"), r.get("batch")): r for r in d["tune"]}
+        L += ["## torch.compile of G.synthesis (dynamic=False)", "",
+              "| variant | dtype | B | mode | compile s (first step) | s/step compiled | "
+              "s/step eager | compiled/eager | note |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in d["compile"]:
+            eager = by.get((r.get("variant"), r.get("dtype"), r.get("batch")), {})
+            c, e = r.get("s_per_step"), eager.get("s_per_step")
+            note = "; ".join(str(r[k]) for k in ("error", "warmup_error", "partial") if r.get(k))
+            L.append(f"| {r.get('variant', '?')} | {r.get('dtype', '')} | {r.get('batch', '')} | "
+                     f"{r.get('compile_mode', '')} | {_f(r.get('compile_s'), '{:.1f}')} | "
+                     f"{_f(c, '{:.4g}')} | {_f(e, '{:.4g}')} | "
+                     f"{_f(c / e if c and e else None, '{:.2f}×')} | {note} |")
+        L.append("")
     if d["gmm"]:
         L += ["## GMMs alone", "", "| sharing | dtype | B | forward s | fwd+bwd s | "
               "share of GANI step | TFLOP/s |", "|---|---|---|---|---|---|---|"]
@@ -1113,6 +1161,9 @@ def parse(argv=None):
     ap.add_argument("--budget", type=float, default=420.0, help="seconds for everything")
     ap.add_argument("--cap", type=float, default=60.0, help="seconds per tuning measurement")
     ap.add_argument("--compile-cap", type=float, default=150.0)
+    ap.add_argument("--compile-mode", default="",
+                    help="torch.compile mode: '' (default), reduce-overhead (CUDA graphs), "
+                         "max-autotune-no-cudagraphs")
     ap.add_argument("--invert-cap", type=float, default=120.0)
     ap.add_argument("--skip", default="", help="sections to skip, e.g. compile,invert")
     ap.add_argument("--only", default="", help="run only these sections")

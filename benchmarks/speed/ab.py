@@ -1,6 +1,7 @@
-"""Paired A/B of the step changes of issue 17 that a CPU can rank, in one process.
+"""Paired A/B of the step changes of issue 17 that a CPU can rank.
 
     .venv/bin/python -m benchmarks.speed.ab --size 1024 --batch 1 --reps 9
+    .venv/bin/python -m benchmarks.speed.ab --arm compile_dynamic --size 64 --batch 2
 
 `gmm_affine`: sharing `channels_affine` applies its per-layer gain a_l and offset o_l
 (gani/gmm.py, `GMM._affine`). *Before*: a_l and o_l gathered for every row (two
@@ -12,13 +13,25 @@ row layout of the 1024-px generator (random gradients; the cost does not depend 
 arms interleaved, one warm-up round, median of `--reps`. Also checked in the same run: the
 deltas of both arms are bit-identical (tests/tuning/test_gmm.py checks the φ-gradients).
 
+`compile_dynamic` (`--arm compile_dynamic`, needs a C++ compiler on CPU): how
+benchmarks/gpu/run.py compiles G.synthesis. *Before*: `torch.compile` with its default
+(automatic dynamic shapes: the second batch size recompiles with a symbolic batch).
+*After*: `dynamic=False` (one static graph per batch size). Each arm in a fresh process
+with an empty inductor cache runs one tuning-like call (fwd + bwd w.r.t. per-sample weight
+deltas, then a no-grad render of one image, as the regularizer does) at B = 1, 1, `--batch`,
+`--batch`; the first call of each batch size is its compile time, the second its speed.
+
 Results: benchmarks/speed/results/ab_<arm>_<device>_<size>_b<B>.{json,md}.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,7 +106,68 @@ def gmm_affine(size: int, batch: int, reps: int, dev: torch.device,
             "torch": torch.__version__, "machine": platform.processor() or platform.machine()}
 
 
+def compile_calls(size: int, batch: int, dynamic, channel_max: int) -> list[dict]:
+    """Child side of `compile_dynamic`: the four timed calls of one arm."""
+    G = Generator(size, 512, 8, channel_multiplier=2, channel_max=channel_max)
+    G.requires_grad_(False)
+    G.synthesis = torch.compile(G.synthesis, dynamic=dynamic)
+    out = []
+    for B in (1, 1, batch, batch):
+        w = torch.randn(B, G.n_latent, G.style_dim)
+        deltas = {n: torch.zeros(B, *m.weight.shape[1:], requires_grad=True)
+                  for n, m in G.modulated_convs().items()}
+        t = time.perf_counter()
+        G.synthesis(w, weight_deltas=deltas).square().mean().backward()
+        with torch.no_grad():
+            G.synthesis(w[:1])
+        out.append({"batch": B, "s": time.perf_counter() - t})
+    return out
+
+
+def compile_dynamic(size: int, batch: int, channel_max: int, threads: int) -> dict:
+    arms = {}
+    for arm, dyn in (("before", "none"), ("after", "false")):
+        with tempfile.TemporaryDirectory(prefix="ab_inductor_") as cache:
+            env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
+            cmd = [sys.executable, "-m", "benchmarks.speed.ab", "--arm", "compile_dynamic",
+                   "--size", str(size), "--batch", str(batch), "--channel-max",
+                   str(channel_max), "--threads", str(threads), "--child", dyn]
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                               cwd=Path(__file__).resolve().parents[2])
+            if p.returncode != 0:
+                raise RuntimeError(f"compile_dynamic child ({arm}) failed: "
+                                   f"{p.stderr.strip().splitlines()[-1:]}")
+            arms[arm] = json.loads(p.stdout.strip().splitlines()[-1])
+    b, a = arms["before"], arms["after"]
+    return {"arm": "compile_dynamic", "size": size, "channel_max": channel_max, "batch": batch,
+            "device": "cpu", "threads": threads, "calls": arms,
+            "compile_s_second_batch": {k: v[2]["s"] for k, v in arms.items()},
+            "s_second_batch": {k: v[3]["s"] for k, v in arms.items()},
+            "after_over_before_compile": a[2]["s"] / b[2]["s"],
+            "after_over_before_speed": a[3]["s"] / b[3]["s"],
+            "torch": torch.__version__}
+
+
+def markdown_compile(r: dict) -> str:
+    rows = [f"| {arm} | " + " | ".join(f"{c['s']:.2f}" for c in calls) + " |"
+            for arm, calls in r["calls"].items()]
+    B = r["batch"]
+    return "\n".join([
+        f"# A/B `compile_dynamic`: torch.compile of G.synthesis, {r['size']} px "
+        f"(channel_max {r['channel_max']}), {r['device']}, {r['threads']} thread(s)", "",
+        f"Seconds per call (fwd + bwd at B, then a no-grad render of one image); each arm in "
+        f"a fresh process with an empty inductor cache.", "",
+        f"| arm | B=1 (compile) | B=1 | B={B} (compile) | B={B} |", "|---|---|---|---|---|",
+        *rows, "",
+        "before: `torch.compile(G.synthesis)` (automatic dynamic shapes); after: "
+        "`dynamic=False`.", "",
+        f"after / before at B = {B}: compile **{r['after_over_before_compile']:.2f}×**, "
+        f"steady call **{r['after_over_before_speed']:.2f}×**; torch {r['torch']}.", ""])
+
+
 def markdown(r: dict) -> str:
+    if r["arm"] == "compile_dynamic":
+        return markdown_compile(r)
     m = r["median_s"]
     return "\n".join([
         f"# A/B `{r['arm']}`: {r['size']}-px row layout, B = {r['batch']}, {r['device']}, "
@@ -117,9 +191,22 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--arm", choices=("gmm_affine", "compile_dynamic"), default="gmm_affine")
+    ap.add_argument("--child", choices=("none", "false"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    r = gmm_affine(a.size, a.batch, a.reps, torch.device(a.device), a.channel_max)
+    if a.child:
+        calls = compile_calls(a.size, a.batch, None if a.child == "none" else False,
+                              a.channel_max)
+        print(json.dumps(calls))
+        return
+    if a.arm == "compile_dynamic":
+        if a.device != "cpu":
+            raise SystemExit("--arm compile_dynamic runs on CPU (the GPU's compile rows are "
+                             "in benchmarks/gpu)")
+        r = compile_dynamic(a.size, a.batch, a.channel_max, a.threads)
+    else:
+        r = gmm_affine(a.size, a.batch, a.reps, torch.device(a.device), a.channel_max)
     a.out.mkdir(parents=True, exist_ok=True)
     stem = f"ab_{r['arm']}_{torch.device(a.device).type}_{a.size}_b{a.batch}"
     (a.out / f"{stem}.json").write_text(json.dumps(r, indent=1) + "\n")

@@ -76,6 +76,20 @@ def test_gpu_script_tiny_cpu(tmp_path, capsys):
                  "## Alignment",
                  "## Metrics per image", "measured/floor"):
         assert head in md
+    # the compile table (that section needs a C++ compiler here, so its rows are made up):
+    # compile time, compiled vs eager s/step, and a row the child's timeout cut off
+    assert "## torch.compile" not in md
+    data["compile"] = [
+        dict(pti1, s_per_step=pti1["s_per_step"] / 2, compiled="G.synthesis", compile_s=12.25,
+             compile_mode="default"),
+        {"variant": "pti", "dtype": "fp32", "batch": 2, "compiled": "G.synthesis",
+         "compile_mode": "default", "error": "compiling (first step not finished)",
+         "partial": "child timed out after 240 s"}]
+    table = gpu.markdown(data).split("## torch.compile of G.synthesis (dynamic=False)")[1]
+    table = table.split("\n## ")[0]
+    first, second = [ln for ln in table.splitlines() if ln.startswith("| pti |")]
+    assert "| 12.2 |" in first and "| 0.50× |" in first
+    assert "compiling (first step not finished); child timed out after 240 s" in second
 
 
 @pytest.mark.slow
@@ -127,3 +141,34 @@ def test_flop_model_counts_the_generator():
     rows = F.gmm_rows(G)
     assert sum(r * C for C, r in rows.items()) == sum(
         m.weight.numel() for m in G.modulated_convs().values())
+
+
+def _fake_run(stdout, exc=None, rc=0):
+    import subprocess
+
+    def run(cmd, **kw):
+        if exc == "timeout":
+            raise subprocess.TimeoutExpired(cmd, kw["timeout"], output=stdout.encode())
+        return subprocess.CompletedProcess(cmd, rc, stdout=stdout, stderr="boom\n")
+    return run
+
+
+def test_child_cut_off_by_its_timeout_keeps_what_it_finished(monkeypatch):
+    done = {"variant": "pti", "batch": 1, "s_per_step": 0.1}
+    compiling = {"variant": "pti", "batch": 8, "error": "compiling (first step not finished)"}
+    out = "\n".join([json.dumps({"child_row": [done]}), "progress text",
+                     json.dumps({"child_row": [done, compiling]})]) + "\n"
+    monkeypatch.setattr(gpu.subprocess, "run", _fake_run(out, "timeout"))
+    rows = gpu.run_child({"kind": "compile"}, [], 240)
+    assert [r["batch"] for r in rows] == [1, 8]  # the last report, both rows
+    assert all(r["partial"] == "child timed out after 240 s" for r in rows)
+    assert rows[0]["s_per_step"] == 0.1 and rows[1]["error"].startswith("compiling")
+    # nothing reported before the timeout: an error row, as before
+    monkeypatch.setattr(gpu.subprocess, "run", _fake_run("", "timeout"))
+    assert gpu.run_child({"kind": "compile"}, [], 30) == {"error": "child timed out after 30 s"}
+    # a child that exits without a row: its exit code and the tail of its stderr
+    monkeypatch.setattr(gpu.subprocess, "run", _fake_run("", rc=3))
+    assert gpu.run_child({"kind": "tune"}, [], 30) == {"error": "child exit 3: boom"}
+    # a finished child: its row, unmarked
+    monkeypatch.setattr(gpu.subprocess, "run", _fake_run(json.dumps({"child_row": done})))
+    assert gpu.run_child({"kind": "tune"}, [], 30) == done

@@ -15,3 +15,28 @@ def test_ab_gmm_affine_tiny_cpu(tmp_path, capsys):
     md = (tmp_path / "ab_gmm_affine_cpu_32_b2.md").read_text()
     assert "per-row gather" in md and "after / before" in md
     assert "after / before" in capsys.readouterr().out
+
+
+def test_ab_compile_dynamic_parent_reads_each_arms_child(tmp_path, monkeypatch, capsys):
+    """The parent side of `--arm compile_dynamic` (each child compiles for minutes, so the
+    children's output is given here): one child per arm, each with its own empty inductor
+    cache, and the ratios of the second batch size's calls."""
+    import subprocess
+
+    seen = []
+
+    def run(cmd, **kw):
+        arm = cmd[cmd.index("--child") + 1]
+        seen.append((arm, kw["env"]["TORCHINDUCTOR_CACHE_DIR"]))
+        secs = {"none": [30.0, 1.0, 40.0, 2.0], "false": [30.0, 1.0, 20.0, 1.5]}[arm]
+        calls = [{"batch": b, "s": s} for b, s in zip((1, 1, 2, 2), secs)]
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(calls) + "\n", stderr="")
+
+    monkeypatch.setattr(ab.subprocess, "run", run)
+    ab.main(["--arm", "compile_dynamic", "--size", "32", "--batch", "2", "--out",
+             str(tmp_path)])
+    assert [a for a, _ in seen] == ["none", "false"] and seen[0][1] != seen[1][1]
+    r = json.loads((tmp_path / "ab_compile_dynamic_cpu_32_b2.json").read_text())
+    assert r["after_over_before_compile"] == 0.5 and r["after_over_before_speed"] == 0.75
+    md = (tmp_path / "ab_compile_dynamic_cpu_32_b2.md").read_text()
+    assert "| before | 30.00 | 1.00 | 40.00 | 2.00 |" in md and "compile **0.50×**" in md

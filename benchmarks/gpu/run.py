@@ -1170,7 +1170,9 @@ def parse(argv=None):
     ap.add_argument("--isolate", action="store_true",
                     help="each tuning row in a fresh process (exact CPU peak RSS)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/gpu/results"))
-    ap.add_argument("--stem", default=None, help="result file stem (default from device/size)")
+    ap.add_argument("--stem", default=None,
+                    help="result file stem (default <gpu>_<size>[_<tag>], e.g. h100_1024_focus)")
+    ap.add_argument("--tag", default="", help="suffix of the default stem, e.g. focus")
     ap.add_argument("--note", default=None, help="a line for the results (e.g. machine load)")
     ap.add_argument("--write-flops-cache", action="store_true",
                     help="count the FLOPs and store them in benchmarks/gpu/flops_cache.json")
@@ -1179,6 +1181,17 @@ def parse(argv=None):
     if args.threads is None:
         args.threads = torch.get_num_threads() if args.device != "cpu" else 1
     return args
+
+
+def device_tag(ctx: "Ctx") -> str:
+    """'h200', 'h100', 'a100', … from the GPU's name; else the --device string."""
+    if ctx.cuda:
+        name = torch.cuda.get_device_name().upper()
+        for tag in ("H200", "H100", "B200", "A100", "L40S", "L4", "A10G", "V100"):
+            if tag in name:
+                return tag.lower()
+        return "cuda"
+    return ctx.args.device
 
 
 def main(argv=None) -> int:
@@ -1198,7 +1211,7 @@ def main(argv=None) -> int:
     if args.only:
         sections = [s for s in sections if s in args.only.split(",")]
     budget = Budget(args.budget, sections)
-    stem = args.stem or f"{'h200' if ctx.cuda and 'H200' in torch.cuda.get_device_name() else args.device}_{ctx.size}"
+    stem = args.stem or f"{device_tag(ctx)}_{ctx.size}" + (f"_{args.tag}" if args.tag else "")
     meta = {"command": " ".join(["python -m benchmarks.gpu.run", *(argv if argv is not None
                                                                    else sys.argv[1:])]),
             "device": args.device, "size": ctx.size, "arch": ctx.arch, "loss": args.loss,

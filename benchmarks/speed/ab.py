@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.speed.ab --size 1024 --batch 1 --reps 9
     .venv/bin/python -m benchmarks.speed.ab --arm compile_dynamic --size 64 --batch 2
+    .venv/bin/python -m benchmarks.speed.ab --arm tracker_record --size 1024 --batch 4
 
 `gmm_affine`: sharing `channels_affine` applies its per-layer gain a_l and offset o_l
 (gani/gmm.py, `GMM._affine`). *Before*: a_l and o_l gathered for every row (two
@@ -20,6 +21,15 @@ benchmarks/gpu/run.py compiles G.synthesis. *Before*: `torch.compile` with its d
 with an empty inductor cache runs one tuning-like call (fwd + bwd w.r.t. per-sample weight
 deltas, then a no-grad render of one image, as the regularizer does) at B = 1, 1, `--batch`,
 `--batch`; the first call of each batch size is its compile time, the second its speed.
+
+`tracker_record` (`--arm tracker_record`): the per-step bookkeeping of every tuner
+(gani/tuning/common.py, `Tracker.record`) on the 1024-px generator's weight deltas at
+batch B and five loss parts. *Before*: the losses copied to the host, then every part of
+every image on its own (`float(p[i])`: 1 + 5·B device-to-host copies, each a
+synchronisation on a GPU), the keep-mask moved to the device and the good state updated
+with `torch.where` (a temporary of the deltas' size). *After* (the code): one stacked copy
+to the host, and a plain `copy_` when every image is kept. Median of `--reps` calls per
+arm, interleaved; the curves, parts and good states of both arms are checked equal.
 
 Results: benchmarks/speed/results/ab_<arm>_<device>_<size>_b<B>.{json,md}.
 """
@@ -40,6 +50,7 @@ import torch
 from gani.config.schema import GMMSection
 from gani.gmm import GMM, GMMBank, GradientRows
 from gani.models.stylegan2 import Generator
+from gani.tuning.common import Tracker
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -148,6 +159,73 @@ def compile_dynamic(size: int, batch: int, channel_max: int, threads: int) -> di
             "torch": torch.__version__}
 
 
+@torch.no_grad()
+def record_before(self: Tracker, t: int, losses: torch.Tensor, parts: dict) -> None:
+    """The *before* arm of `tracker_record`: Tracker.record as it was (progress and bar
+    left out: neither arm has them here)."""
+    vals = losses.detach().float().cpu()
+    finite = torch.isfinite(vals)
+    for i in range(self.batch):
+        if not self.active[i]:
+            continue
+        v = float(vals[i])
+        self.curves[i].append(v)
+        for k, p in parts.items():
+            self.parts[i].setdefault(k, []).append(float(p[i]))
+        if not finite[i]:
+            self.stop(i, f"non-finite loss ({v}) at step {t}")
+        else:
+            self.ever_good[i] = True
+    mask = (finite & self.active).to(self.state[0].device) if self.state else None
+    for s, g in zip(self.state, self.good):
+        m = mask.view(-1, *([1] * (s.dim() - 1)))
+        g.copy_(torch.where(m, s.detach(), g))
+
+
+def tracker_record(size: int, batch: int, reps: int, dev: torch.device,
+                   channel_max: int = 512) -> dict:
+    G = Generator(size, 512, 8, channel_multiplier=2, channel_max=channel_max)
+    gen = torch.Generator().manual_seed(0)
+    state = [torch.randn(batch, *m.weight.shape[1:], generator=gen).to(dev)
+             for m in G.modulated_convs().values()]
+    losses = torch.rand(batch, generator=gen).to(dev)
+    parts = {k: torch.rand(batch, generator=gen).to(dev)
+             for k in ("rec", "lpips", "id", "parsing", "reg")}
+    tracks = {arm: Tracker(state, batch, reps + 1, "pti") for arm in ("before", "after")}
+    impl = {"before": record_before, "after": Tracker.record}
+    times: dict[str, list[float]] = {a: [] for a in tracks}
+    for r in range(reps + 1):  # round 0 warms up
+        for arm, track in tracks.items():
+            sync(dev)
+            t = time.perf_counter()
+            impl[arm](track, r, losses, parts)
+            sync(dev)
+            if r:
+                times[arm].append(time.perf_counter() - t)
+    b, a = tracks["before"], tracks["after"]
+    equal = (b.curves == a.curves and b.parts == a.parts
+             and all(torch.equal(x, y) for x, y in zip(b.good, a.good)))
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {"arm": "tracker_record", "size": size, "channel_max": channel_max, "batch": batch,
+            "reps": reps, "device": str(dev), "threads": torch.get_num_threads(),
+            "state_mib": sum(x.numel() * x.element_size() for x in state) / 2 ** 20,
+            "median_s": med, "times_s": times, "after_over_before": med["after"] / med["before"],
+            "results_equal": equal, "torch": torch.__version__}
+
+
+def markdown_tracker(r: dict) -> str:
+    m = r["median_s"]
+    return "\n".join([
+        f"# A/B `tracker_record`: {r['size']}-px weight deltas ({r['state_mib']:.0f} MiB), "
+        f"B = {r['batch']}, 5 parts, {r['device']}, {r['threads']} thread(s), median of "
+        f"{r['reps']}", "",
+        "| arm | s per record() |", "|---|---|",
+        f"| before (1 + 5·B host copies, `torch.where` update) | {m['before']:.4f} |",
+        f"| after (one host copy, plain `copy_`) | {m['after']:.4f} |", "",
+        f"after / before: **{r['after_over_before']:.3f}**; curves, parts and good states "
+        f"equal: {r['results_equal']}; torch {r['torch']}.", ""])
+
+
 def markdown_compile(r: dict) -> str:
     rows = [f"| {arm} | " + " | ".join(f"{c['s']:.2f}" for c in calls) + " |"
             for arm, calls in r["calls"].items()]
@@ -168,6 +246,8 @@ def markdown_compile(r: dict) -> str:
 def markdown(r: dict) -> str:
     if r["arm"] == "compile_dynamic":
         return markdown_compile(r)
+    if r["arm"] == "tracker_record":
+        return markdown_tracker(r)
     m = r["median_s"]
     return "\n".join([
         f"# A/B `{r['arm']}`: {r['size']}-px row layout, B = {r['batch']}, {r['device']}, "
@@ -191,7 +271,8 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--arm", choices=("gmm_affine", "compile_dynamic"), default="gmm_affine")
+    ap.add_argument("--arm", choices=("gmm_affine", "compile_dynamic", "tracker_record"),
+                    default="gmm_affine")
     ap.add_argument("--child", choices=("none", "false"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -205,6 +286,8 @@ def main(argv=None) -> None:
             raise SystemExit("--arm compile_dynamic runs on CPU (the GPU's compile rows are "
                              "in benchmarks/gpu)")
         r = compile_dynamic(a.size, a.batch, a.channel_max, a.threads)
+    elif a.arm == "tracker_record":
+        r = tracker_record(a.size, a.batch, a.reps, torch.device(a.device), a.channel_max)
     else:
         r = gmm_affine(a.size, a.batch, a.reps, torch.device(a.device), a.channel_max)
     a.out.mkdir(parents=True, exist_ok=True)

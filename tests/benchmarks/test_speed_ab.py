@@ -40,3 +40,12 @@ def test_ab_compile_dynamic_parent_reads_each_arms_child(tmp_path, monkeypatch, 
     assert r["after_over_before_compile"] == 0.5 and r["after_over_before_speed"] == 0.75
     md = (tmp_path / "ab_compile_dynamic_cpu_32_b2.md").read_text()
     assert "| before | 30.00 | 1.00 | 40.00 | 2.00 |" in md and "compile **0.50×**" in md
+
+
+def test_ab_tracker_record_tiny_cpu(tmp_path):
+    ab.main(["--arm", "tracker_record", "--size", "32", "--channel-max", "16", "--batch", "3",
+             "--reps", "2", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "ab_tracker_record_cpu_32_b3.json").read_text())
+    assert r["results_equal"] is True and r["state_mib"] > 0
+    assert all(len(v) == 2 and min(v) > 0 for v in r["times_s"].values())
+    assert "one host copy" in (tmp_path / "ab_tracker_record_cpu_32_b3.md").read_text()

@@ -152,9 +152,9 @@ class GMM(nn.Module):
         sizes = [n for _, n in segments]
         if sum(sizes) != h.shape[1]:
             raise ValueError(f"segments cover {sum(sizes)} rows, the input has {h.shape[1]}")
-        parts = h.split(sizes, dim=1)
-        return torch.cat([p * self.a[:, l, k].unsqueeze(1) + self.o[:, l, k].unsqueeze(1)
-                          for p, (l, _) in zip(parts, segments)], dim=1)
+        a, o = self.a[:, :, k].unbind(1), self.o[:, :, k].unbind(1)  # per slot: [B, C]
+        return torch.cat([p * a[l].unsqueeze(1) + o[l].unsqueeze(1)
+                          for p, (l, _) in zip(h.split(sizes, dim=1), segments)], dim=1)
 
     def forward(self, rows: torch.Tensor,
                 segments: Optional[Sequence[tuple[int, int]]] = None,

@@ -78,6 +78,40 @@ def count_flops(fn: Callable[[], object]) -> int:
     return fc.total
 
 
+# aten ops that only alias or describe memory: no kernel runs for them on a GPU
+NO_KERNEL = frozenset(f"aten.{n}" for n in (
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "expand", "unsqueeze", "squeeze",
+    "permute", "transpose", "t", "detach", "alias", "select", "slice", "narrow", "as_strided",
+    "split", "split_with_sizes", "unbind", "chunk", "unflatten", "flatten", "lift_fresh",
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "is_same_size"))
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the aten ops dispatched inside it that run a kernel (not in `NO_KERNEL`): a
+    proxy of a step's kernel launches and of its per-op host work (some ops launch more
+    than one kernel, e.g. a cuDNN convolution; autocast's casts are not seen on meta)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+        self.by_op: dict = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        key = str(func._overloadpacket)
+        if key not in NO_KERNEL:
+            self.total += 1
+            self.by_op[key] = self.by_op.get(key, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(fn: Callable[[], object]) -> int:
+    """Kernel-running aten ops of `fn()` (forward and any backward in it)."""
+    oc = OpCounter()
+    with oc:
+        fn()
+    return oc.total
+
+
 @contextmanager
 def _quiet_init():
     """Module constructors on meta: no random numbers drawn for real (fast, no memory)."""
@@ -208,9 +242,11 @@ def meta_similarity_loss(weights, nets: Optional[dict]):
 
 
 def step_flops(G, tune_cfg, batch: int, nets: Optional[dict],
-               sharings: Optional[list] = None) -> dict:
+               sharings: Optional[list] = None, count_flops=count_flops) -> dict:
     """Counted FLOPs of one PTI step, one GANI (reparam) step, GANI's setup, the GMMs'
-    forward and forward+backward, for `batch` images (module doc)."""
+    forward and forward+backward, for `batch` images (module doc). `count_flops=count_ops`
+    counts the same pieces in kernel-running ops instead (the optimizer's update is not
+    in either count)."""
     from gani.gmm import GMMBank, GradientRows
     from gani.tuning.common import LocalityRegularizer, objective
     from gani.tuning.gani import loss_gradients
@@ -371,6 +407,33 @@ def markdown(model: dict, nets_macs: Optional[dict] = None, res_table: Optional[
     return "\n".join(lines) + "\n"
 
 
+def op_model(size: int = 1024, profile: str = "ffhq", loss_nets: bool = True,
+             batches=(1, 8)) -> dict:
+    """Kernel-running ops per step (PTI, GANI reparam per sharing, the GMMs, GANI's setup),
+    at each batch size: they hardly depend on B, which is why a batch amortises them."""
+    from gani.config import load_settings
+
+    from . import ROOT
+
+    tune = load_settings(ROOT / "params.yaml", profile).tune
+    G = meta_generator(size)
+    nets = meta_loss_nets() if loss_nets else None
+    return {"size": size, "profile": profile, "loss_nets": bool(loss_nets),
+            "ops": {B: step_flops(G, tune, B, nets, count_flops=count_ops) for B in batches}}
+
+
+def ops_markdown(model: dict) -> str:
+    ops = model["ops"]
+    bs = list(ops)
+    keys = [k for k in ops[bs[0]] if k != "batch"]
+    L = [f"Kernel-running aten ops per step, {model['size']} px, profile {model['profile']}"
+         f"{'' if model['loss_nets'] else ' (no loss networks)'}:", "",
+         "| piece | " + " | ".join(f"B = {b}" for b in bs) + " |",
+         "|---|" + "---|" * len(bs)]
+    L += [f"| {k} | " + " | ".join(str(ops[b][k]) for b in bs) + " |" for k in keys]
+    return "\n".join(L) + "\n"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=1024)
@@ -378,8 +441,14 @@ def main(argv=None):
     ap.add_argument("--profile", default="ffhq")
     ap.add_argument("--no-loss-nets", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--ops", action="store_true",
+                    help="count kernel-running ops per step instead of FLOPs")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.ops:
+        print(ops_markdown(op_model(args.size, profile=args.profile,
+                                    loss_nets=not args.no_loss_nets)))
+        return
     model = flop_model(args.size, args.batch, profile=args.profile,
                        loss_nets=not args.no_loss_nets)
     nets = network_macs(meta_loss_nets())

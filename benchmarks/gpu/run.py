@@ -31,6 +31,10 @@ Sections, in this order (the most wanted first; `--skip a,b` / `--only a,b`):
   launches, host waits (synchronisations), host-to-device copies, aten ops, the top ops.
 - channels_last: the tuning step with the loss networks in channels-last memory format
   (the generator's modulated convs run as grouped convs on reshaped inputs: not applicable).
+- cudnn: the tuning step with `torch.backends.cudnn.benchmark = True` (cuDNN times its
+  algorithms for each new shape instead of taking its heuristic's pick; the generator's
+  per-sample grouped convs are where that may matter), PTI and GANI at bf16, smallest and
+  largest batch; CUDA only.
 - e4e: encoder forward per image (IR-SE50 e4e, random weights), fp32/bf16, channels-last.
 - align: scikit-image's astronaut photo: dlib landmarks (when dlib is installed) and the
   e4e/FFHQ alignment warp from stored landmarks (astronaut_landmarks.json).
@@ -66,7 +70,7 @@ import torch
 from . import ROOT
 from . import flops as F
 
-SECTIONS = ("env", "flops", "tune", "gmm", "trace", "channels_last", "e4e", "align",
+SECTIONS = ("env", "flops", "tune", "gmm", "trace", "channels_last", "cudnn", "e4e", "align",
             "metrics", "compile", "invert")
 H200_BF16 = F.H200_BF16_FLOPS
 LANDMARKS_FILE = Path(__file__).with_name("astronaut_landmarks.json")
@@ -78,7 +82,7 @@ class Deadline(Exception):
 
 # --------------------------------------------------------------------------- budget
 # each section's share of the budget; a section may use what the ones before it left over
-WEIGHTS = {"env": 3, "flops": 7, "tune": 45, "gmm": 5, "trace": 8, "channels_last": 6,
+WEIGHTS = {"env": 3, "flops": 7, "tune": 45, "gmm": 5, "trace": 8, "channels_last": 6, "cudnn": 6,
            "e4e": 4, "align": 2, "metrics": 6, "compile": 19, "invert": 3}
 
 
@@ -192,7 +196,8 @@ class Results:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stem = stem
         self.data = {"meta": meta, "env": {}, "flops": {}, "tune": [], "gmm": [],
-                     "trace": [], "channels_last": [], "e4e": [], "align": [], "metrics": [],
+                     "trace": [], "channels_last": [], "cudnn": [], "e4e": [], "align": [],
+                     "metrics": [],
                      "compile": [], "invert": [], "skipped": {}, "notes": []}
 
     def add(self, section: str, row) -> None:
@@ -717,6 +722,31 @@ def section_channels_last(ctx: Ctx, res: Results, budget: Budget):
             n.to(memory_format=torch.contiguous_format)
 
 
+# --------------------------------------------------------------------------- cudnn
+def section_cudnn(ctx: Ctx, res: Results, budget: Budget):
+    """The default rows again with cuDNN's autotuner on (its first steps, where each new
+    conv shape is timed, fall in the untimed steps before k₁)."""
+    if not ctx.cuda:
+        res.skip("cudnn", "cuDNN is CUDA's: nothing to measure on " + ctx.args.device)
+        return
+    k1, k2 = (int(s) for s in ctx.args.steps.split(","))
+    batches = [int(b) for b in ctx.args.batch_sizes.split(",")]
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        for v in variants(["pti", "gani"])[:2]:
+            for B in sorted({batches[0], batches[-1]}):
+                if budget.left() < 5:
+                    res.skip("cudnn", "budget spent")
+                    return
+                row = measure_tune(ctx, v, "bf16", B, k1, k2, budget.deadline(ctx.args.cap))
+                row["cudnn_benchmark"] = True
+                add_counts(res, row)
+                res.add("cudnn", row)
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 # --------------------------------------------------------------------------- e4e
 def section_e4e(ctx: Ctx, res: Results, budget: Budget):
     from gani.models.e4e import E4EEncoder
@@ -1003,10 +1033,10 @@ def markdown(d: dict) -> str:
               "| variant | dtype | B | s/step | s/step/img | setup s | s/img amortised | "
               "img/hour | ×B=1 img/h | GANI/PTI step | peak MiB | GFLOP/step | TFLOP/s | "
               "measured/floor |", "|" + "---|" * 14]
-        for r in d["tune"] + d["channels_last"] + d["compile"]:
-            name = r.get("variant", "?") + (" (channels-last nets)" if r.get("channels_last")
-                                            else "") + (" (compiled)" if r.get("compiled")
-                                                        else "")
+        for r in d["tune"] + d["channels_last"] + d["cudnn"] + d["compile"]:
+            marks = {"channels_last": " (channels-last nets)",
+                     "cudnn_benchmark": " (cudnn.benchmark)", "compiled": " (compiled)"}
+            name = r.get("variant", "?") + "".join(m for k, m in marks.items() if r.get(k))
             if "s_per_step" not in r:
                 L.append(f"| {name} | {r.get('dtype', '')} | {r.get('batch', '')} | "
                          f"{r.get('error', r.get('truncated', ''))} |" + " |" * 10)

@@ -68,6 +68,7 @@ def test_gpu_script_tiny_cpu(tmp_path, capsys):
         assert r["wall_s_per_step"] > 0 and r["aten_ops_per_step"] > 0 and r["top"]
         assert all(t["ms_per_step"] >= 0 and t["calls_per_step"] > 0 for t in r["top"])
     assert data["skipped"]["channels_last"].startswith("no loss networks")
+    assert data["skipped"]["cudnn"].startswith("cuDNN is CUDA's") and not data["cudnn"]
     assert {r["channels_last"] for r in data["e4e"]} == {False, True}
     steps = [r["step"] for r in data["align"]]
     assert any(s.startswith("e4e_align") for s in steps) and len(steps) == 4
@@ -141,6 +142,29 @@ def test_flop_model_counts_the_generator():
     rows = F.gmm_rows(G)
     assert sum(r * C for C, r in rows.items()) == sum(
         m.weight.numel() for m in G.modulated_convs().values())
+
+
+def test_op_counter_counts_kernels_not_views():
+    import torch
+
+    x = torch.zeros(4, 6, device=F.META, requires_grad=True)
+    # mul and sum run kernels; view, unsqueeze, transpose and detach only alias
+    assert F.count_ops(lambda: (x * 2).view(24).sum()) == 2
+    assert F.count_ops(lambda: x.detach().view(24).unsqueeze(0).t()) == 0
+    oc = F.OpCounter()
+    with oc:
+        (x * 3).sum().backward()
+    assert oc.total >= 3 and oc.by_op["aten.mul"] >= 1
+    # a step's op count hardly depends on B; GANI's step has PTI's ops and the GMMs'
+    G = F.meta_generator(64, channel_multiplier=1, channel_max=32, style_dim=16, n_mlp=1)
+    from gani.config.schema import TuneSection
+
+    ops = {B: F.step_flops(G, TuneSection(), B, None, ["channels"], count_flops=F.count_ops)
+           for B in (1, 4)}
+    assert 0 < ops[1]["pti_step"] <= ops[4]["pti_step"] <= 1.05 * ops[1]["pti_step"]
+    assert ops[1]["gani_step[channels]"] > ops[1]["pti_step"] + ops[1]["gmm_fwd_bwd[channels]"] / 2
+    md = F.ops_markdown({"size": 64, "profile": "x", "loss_nets": False, "ops": ops})
+    assert f"| pti_step | {ops[1]['pti_step']} | {ops[4]['pti_step']} |" in md
 
 
 def _fake_run(stdout, exc=None, rc=0):

@@ -162,21 +162,12 @@ def compile_dynamic(size: int, batch: int, channel_max: int, threads: int) -> di
 @torch.no_grad()
 def record_before(self: Tracker, t: int, losses: torch.Tensor, parts: dict) -> None:
     """The *before* arm of `tracker_record`: Tracker.record as it was (progress and bar
-    left out: neither arm has them here)."""
+    left out: neither arm has them here): a host copy for the losses and one per part and
+    image, then the mask moved to the device and a `torch.where` update of every state."""
     vals = losses.detach().float().cpu()
-    finite = torch.isfinite(vals)
-    for i in range(self.batch):
-        if not self.active[i]:
-            continue
-        v = float(vals[i])
-        self.curves[i].append(v)
-        for k, p in parts.items():
-            self.parts[i].setdefault(k, []).append(float(p[i]))
-        if not finite[i]:
-            self.stop(i, f"non-finite loss ({v}) at step {t}")
-        else:
-            self.ever_good[i] = True
-    mask = (finite & self.active).to(self.state[0].device) if self.state else None
+    part_vals = {k: [float(p[i]) for i in range(self.batch)] for k, p in parts.items()}
+    keep = self.log_values(t, vals, part_vals)
+    mask = keep.to(self.state[0].device) if self.state else None
     for s, g in zip(self.state, self.good):
         m = mask.view(-1, *([1] * (s.dim() - 1)))
         g.copy_(torch.where(m, s.detach(), g))

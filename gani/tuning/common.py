@@ -147,22 +147,7 @@ class Tracker:
         host = torch.stack([losses.detach().float().double(),
                             *(parts[k].detach().double().broadcast_to(losses.shape)
                               for k in names)]).cpu()
-        vals, part_vals = host[0], dict(zip(names, host[1:].tolist()))
-        finite = torch.isfinite(vals)
-        for i in range(self.batch):
-            if not self.active[i]:
-                continue
-            v = float(vals[i])
-            self.curves[i].append(v)
-            for k in names:
-                self.parts[i].setdefault(k, []).append(part_vals[k][i])
-            if not finite[i]:
-                kept = f"kept the step-{t - 1} state" if self.ever_good[i] else "no finite state"
-                self.stop(i, f"non-finite loss ({v}) at step {t} of {self.method}; stopped "
-                             f"this image, {kept}")
-            else:
-                self.ever_good[i] = True
-        keep = finite & self.active  # on the host: which images' state is the new good one
+        keep = self.log_values(t, host[0], dict(zip(names, host[1:].tolist())))
         if bool(keep.all()):  # the usual step: a plain copy, no mask, no temporary
             for s, g in zip(self.state, self.good):
                 g.copy_(s.detach())
@@ -181,6 +166,26 @@ class Tracker:
                            "first_index": self.first_index,
                            "losses": [c[-1] if c else math.nan for c in self.curves],
                            "active": self.active.tolist()})
+
+    def log_values(self, t: int, vals: torch.Tensor, part_vals: dict) -> torch.Tensor:
+        """Append step t's host values (losses [B], {part: [B floats]}) to the active images'
+        curves and stop those whose loss is not finite; returns which images' state is the
+        new good one ([B] bool, on the host)."""
+        finite = torch.isfinite(vals)
+        for i in range(self.batch):
+            if not self.active[i]:
+                continue
+            v = float(vals[i])
+            self.curves[i].append(v)
+            for k, pv in part_vals.items():
+                self.parts[i].setdefault(k, []).append(pv[i])
+            if not finite[i]:
+                kept = f"kept the step-{t - 1} state" if self.ever_good[i] else "no finite state"
+                self.stop(i, f"non-finite loss ({v}) at step {t} of {self.method}; stopped "
+                             f"this image, {kept}")
+            else:
+                self.ever_good[i] = True
+        return finite & self.active
 
     @property
     def any_active(self) -> bool:

@@ -3,6 +3,7 @@
     .venv/bin/python -m benchmarks.speed.ab --size 1024 --batch 1 --reps 9
     .venv/bin/python -m benchmarks.speed.ab --arm compile_dynamic --size 64 --batch 2
     .venv/bin/python -m benchmarks.speed.ab --arm tracker_record --size 1024 --batch 4
+    .venv/bin/python -m benchmarks.speed.ab --arm blur_pad --size 256 --batch 1 --reps 7
 
 `gmm_affine`: sharing `channels_affine` applies its per-layer gain a_l and offset o_l
 (gani/gmm.py, `GMM._affine`). *Before*: a_l and o_l gathered for every row (two
@@ -31,11 +32,19 @@ with `torch.where` (a temporary of the deltas' size). *After* (the code): one st
 to the host, and a plain `copy_` when every image is kept. Median of `--reps` calls per
 arm, interleaved; the curves, parts and good states of both arms are checked equal.
 
+`blur_pad` (`--arm blur_pad`): the FIR filter after each up-sampling conv
+(gani/models/upfirdn2d.py) pads (1, 1) on both axes. *Before*: an explicitly padded copy
+of the activation (`F.pad`), then the depthwise conv. *After* (the code): the same zeros as
+the conv's own padding. A render G.synthesis at --size, forward + backward w.r.t. the
+per-sample weight deltas (a PTI step's generator work), arms interleaved; the images and
+the deltas' gradients are checked bit-identical.
+
 Results: benchmarks/speed/results/ab_<arm>_<device>_<size>_b<B>.{json,md}.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -53,6 +62,8 @@ from gani.models.stylegan2 import Generator
 from gani.tuning.common import Tracker
 
 OUT = Path(__file__).resolve().parent / "results"
+# the module (gani.models re-exports its function under the same name)
+fir = importlib.import_module("gani.models.upfirdn2d")
 
 
 def gathered_affine(self: GMM, h: torch.Tensor, k: int, segments) -> torch.Tensor:
@@ -217,6 +228,72 @@ def markdown_tracker(r: dict) -> str:
         f"equal: {r['results_equal']}; torch {r['torch']}.", ""])
 
 
+def upfirdn2d_padded(x, kernel, up=1, down=1, pad=(0, 0)):
+    """The *before* arm of `blur_pad`: upfirdn2d with every pad as an explicit copy."""
+    n, c, h, w = x.shape
+    p0, p1 = pad
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = torch.nn.functional.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    x = torch.nn.functional.pad(x, [p0, p1, p0, p1])
+    kh, kw = kernel.shape
+    weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype, device=x.device)
+    x = torch.nn.functional.conv2d(x, weight.view(1, 1, kh, kw).expand(c, 1, kh, kw), groups=c)
+    return x[:, :, ::down, ::down] if down > 1 else x
+
+
+def blur_pad(size: int, batch: int, reps: int, dev: torch.device,
+             channel_max: int = 512) -> dict:
+    torch.manual_seed(0)
+    G = Generator(size, 512, 8, channel_multiplier=2, channel_max=channel_max).to(dev)
+    G.requires_grad_(False)
+    w = torch.randn(batch, G.n_latent, G.style_dim, device=dev)
+    deltas = {n: torch.zeros(batch, *m.weight.shape[1:], device=dev, requires_grad=True)
+              for n, m in G.modulated_convs().items()}
+    after = fir.upfirdn2d
+    impl = {"before": upfirdn2d_padded, "after": after}
+
+    def run(arm: str):
+        fir.upfirdn2d = impl[arm]
+        try:
+            img = G.synthesis(w, weight_deltas=deltas)
+            grads = torch.autograd.grad(img.square().sum(), list(deltas.values()))
+            return img.detach(), grads
+        finally:
+            fir.upfirdn2d = after
+
+    times: dict[str, list[float]] = {a: [] for a in impl}
+    for r in range(reps + 1):  # round 0 warms up
+        for arm in impl:
+            sync(dev)
+            t = time.perf_counter()
+            run(arm)
+            sync(dev)
+            if r:
+                times[arm].append(time.perf_counter() - t)
+    (ib, gb), (ia, ga) = run("before"), run("after")
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {"arm": "blur_pad", "size": size, "channel_max": channel_max, "batch": batch,
+            "reps": reps, "device": str(dev), "threads": torch.get_num_threads(),
+            "median_s": med, "times_s": times, "after_over_before": med["after"] / med["before"],
+            "results_equal": torch.equal(ib, ia) and all(torch.equal(x, y)
+                                                         for x, y in zip(gb, ga)),
+            "torch": torch.__version__}
+
+
+def markdown_blur(r: dict) -> str:
+    m = r["median_s"]
+    return "\n".join([
+        f"# A/B `blur_pad`: G.synthesis fwd + bwd (w.r.t. the weight deltas), {r['size']} px, "
+        f"B = {r['batch']}, {r['device']}, {r['threads']} thread(s), median of {r['reps']}", "",
+        "| arm | s per render fwd + bwd |", "|---|---|",
+        f"| before (explicitly padded copy before each blur) | {m['before']:.4f} |",
+        f"| after (the conv's own zero padding) | {m['after']:.4f} |", "",
+        f"after / before: **{r['after_over_before']:.3f}**; images and delta gradients "
+        f"bit-identical: {r['results_equal']}; torch {r['torch']}.", ""])
+
+
 def markdown_compile(r: dict) -> str:
     rows = [f"| {arm} | " + " | ".join(f"{c['s']:.2f}" for c in calls) + " |"
             for arm, calls in r["calls"].items()]
@@ -239,6 +316,8 @@ def markdown(r: dict) -> str:
         return markdown_compile(r)
     if r["arm"] == "tracker_record":
         return markdown_tracker(r)
+    if r["arm"] == "blur_pad":
+        return markdown_blur(r)
     m = r["median_s"]
     return "\n".join([
         f"# A/B `{r['arm']}`: {r['size']}-px row layout, B = {r['batch']}, {r['device']}, "
@@ -262,8 +341,8 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=OUT)
-    ap.add_argument("--arm", choices=("gmm_affine", "compile_dynamic", "tracker_record"),
-                    default="gmm_affine")
+    ap.add_argument("--arm", choices=("gmm_affine", "compile_dynamic", "tracker_record",
+                                      "blur_pad"), default="gmm_affine")
     ap.add_argument("--child", choices=("none", "false"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -277,6 +356,8 @@ def main(argv=None) -> None:
             raise SystemExit("--arm compile_dynamic runs on CPU (the GPU's compile rows are "
                              "in benchmarks/gpu)")
         r = compile_dynamic(a.size, a.batch, a.channel_max, a.threads)
+    elif a.arm == "blur_pad":
+        r = blur_pad(a.size, a.batch, a.reps, torch.device(a.device), a.channel_max)
     elif a.arm == "tracker_record":
         r = tracker_record(a.size, a.batch, a.reps, torch.device(a.device), a.channel_max)
     else:

@@ -39,11 +39,15 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, [p0, p1, p0, p1])  # negative values crop
+    # a symmetric, non-negative pad is the convolution's own zero padding (the same values:
+    # no padded copy of x, nor its backward); otherwise pad explicitly (negative values crop)
+    conv_pad = p0 if p0 == p1 and p0 >= 0 else 0
+    if not conv_pad and (p0 or p1):
+        x = F.pad(x, [p0, p1, p0, p1])
     kh, kw = kernel.shape
     weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype, device=x.device)
     weight = weight.view(1, 1, kh, kw).expand(c, 1, kh, kw)
-    x = F.conv2d(x, weight, groups=c)
+    x = F.conv2d(x, weight, groups=c, padding=conv_pad)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x

@@ -49,3 +49,15 @@ def test_ab_tracker_record_tiny_cpu(tmp_path):
     assert r["results_equal"] is True and r["state_mib"] > 0
     assert all(len(v) == 2 and min(v) > 0 for v in r["times_s"].values())
     assert "one host copy" in (tmp_path / "ab_tracker_record_cpu_32_b3.md").read_text()
+
+
+def test_ab_blur_pad_tiny_cpu(tmp_path):
+    ab.main(["--arm", "blur_pad", "--size", "32", "--channel-max", "16", "--batch", "2",
+             "--reps", "2", "--out", str(tmp_path)])
+    r = json.loads((tmp_path / "ab_blur_pad_cpu_32_b2.json").read_text())
+    assert r["results_equal"] is True
+    assert all(len(v) == 2 and min(v) > 0 for v in r["times_s"].values())
+    assert "conv's own zero padding" in (tmp_path / "ab_blur_pad_cpu_32_b2.md").read_text()
+    # the arm put the code's upfirdn2d back
+    from gani.models.upfirdn2d import Blur, upfirdn2d
+    assert ab.fir.upfirdn2d is upfirdn2d and Blur.forward.__module__ == ab.fir.__name__

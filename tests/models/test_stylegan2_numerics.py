@@ -55,7 +55,8 @@ def upfirdn_numpy(x, k, up, down, pad):
 
 
 @pytest.mark.parametrize("up,down,pad", [(1, 1, (1, 1)), (2, 1, (2, 1)), (1, 2, (1, 1)),
-                                         (2, 2, (0, 0)), (2, 1, (-1, 2))])
+                                         (2, 2, (0, 0)), (2, 1, (-1, 2)), (1, 1, (2, 2)),
+                                         (2, 1, (1, 1))])
 def test_upfirdn2d_matches_hand_computation(up, down, pad):
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 5, 6, generator=g, dtype=torch.float64)
@@ -77,6 +78,23 @@ def test_skip_upsample_of_constant_is_constant_inside():
     assert out.shape == (1, 3, 16, 16)
     torch.testing.assert_close(out[..., 2:-2, 2:-2], torch.ones(1, 3, 12, 12))
     assert G.convs[0].conv.blur.pad == (1, 1)
+
+
+@pytest.mark.parametrize("pad", [(1, 1), (2, 2)])
+def test_symmetric_pad_as_the_convs_own_padding_is_bit_identical(pad):
+    """A symmetric pad goes to conv2d's zero padding instead of a padded copy: the blur after
+    each up-conv (pad (1, 1)) gives the explicitly padded convolution's values and input
+    gradient bit for bit."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 8, 33, 33, generator=g, requires_grad=True)
+    k = torch.randn(4, 4, generator=g)
+    got = upfirdn2d(x, k, pad=pad)
+    w = torch.flip(k, [0, 1]).view(1, 1, 4, 4).expand(8, 1, 4, 4)
+    ref = F.conv2d(F.pad(x, [pad[0], pad[1], pad[0], pad[1]]), w, groups=8)
+    assert torch.equal(got, ref)
+    (g_got,) = torch.autograd.grad(got.square().sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+    assert torch.equal(g_got, g_ref)
 
 
 # ----------------------------------------------------------------------------- references

@@ -80,6 +80,21 @@ def sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+def interleaved(run, arms, reps: int, dev: torch.device) -> tuple[dict, dict]:
+    """Time `run(arm, r)` for every arm, round r = 0 (warm-up, untimed) .. reps, arms
+    interleaved within each round; returns (times {arm: [s]}, medians {arm: s})."""
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    for r in range(reps + 1):
+        for arm in arms:
+            sync(dev)
+            t = time.perf_counter()
+            run(arm, r)
+            sync(dev)
+            if r:
+                times[arm].append(time.perf_counter() - t)
+    return times, {a: sorted(v)[len(v) // 2] for a, v in times.items()}
+
+
 def gmm_affine(size: int, batch: int, reps: int, dev: torch.device,
                channel_max: int = 512) -> dict:
     G = Generator(size, 512, 8, channel_multiplier=2, channel_max=channel_max)
@@ -106,16 +121,7 @@ def gmm_affine(size: int, batch: int, reps: int, dev: torch.device,
         finally:
             GMM._affine = after
 
-    times: dict[str, list[float]] = {a: [] for a in arms}
-    for r in range(reps + 1):  # round 0 warms up
-        for arm in arms:
-            sync(dev)
-            t = time.perf_counter()
-            run(arm)
-            sync(dev)
-            if r:
-                times[arm].append(time.perf_counter() - t)
-    med = {a: sorted(v)[len(v) // 2] for a, v in times.items()}
+    times, med = interleaved(lambda arm, r: run(arm), arms, reps, dev)
     d0, d1 = run("before"), run("after")
     return {"arm": "gmm_affine", "size": size, "channel_max": channel_max, "batch": batch,
             "reps": reps,
@@ -195,19 +201,11 @@ def tracker_record(size: int, batch: int, reps: int, dev: torch.device,
              for k in ("rec", "lpips", "id", "parsing", "reg")}
     tracks = {arm: Tracker(state, batch, reps + 1, "pti") for arm in ("before", "after")}
     impl = {"before": record_before, "after": Tracker.record}
-    times: dict[str, list[float]] = {a: [] for a in tracks}
-    for r in range(reps + 1):  # round 0 warms up
-        for arm, track in tracks.items():
-            sync(dev)
-            t = time.perf_counter()
-            impl[arm](track, r, losses, parts)
-            sync(dev)
-            if r:
-                times[arm].append(time.perf_counter() - t)
+    times, med = interleaved(lambda arm, r: impl[arm](tracks[arm], r, losses, parts), tracks,
+                             reps, dev)
     b, a = tracks["before"], tracks["after"]
     equal = (b.curves == a.curves and b.parts == a.parts
              and all(torch.equal(x, y) for x, y in zip(b.good, a.good)))
-    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     return {"arm": "tracker_record", "size": size, "channel_max": channel_max, "batch": batch,
             "reps": reps, "device": str(dev), "threads": torch.get_num_threads(),
             "state_mib": sum(x.numel() * x.element_size() for x in state) / 2 ** 20,
@@ -215,17 +213,24 @@ def tracker_record(size: int, batch: int, reps: int, dev: torch.device,
             "results_equal": equal, "torch": torch.__version__}
 
 
-def markdown_tracker(r: dict) -> str:
+def markdown_two_arms(r: dict, title: str, unit: str, before: str, after: str,
+                      equal: str) -> str:
+    """The result page of a before/after arm."""
     m = r["median_s"]
     return "\n".join([
-        f"# A/B `tracker_record`: {r['size']}-px weight deltas ({r['state_mib']:.0f} MiB), "
-        f"B = {r['batch']}, 5 parts, {r['device']}, {r['threads']} thread(s), median of "
-        f"{r['reps']}", "",
-        "| arm | s per record() |", "|---|---|",
-        f"| before (1 + 5·B host copies, `torch.where` update) | {m['before']:.4f} |",
-        f"| after (one host copy, plain `copy_`) | {m['after']:.4f} |", "",
-        f"after / before: **{r['after_over_before']:.3f}**; curves, parts and good states "
-        f"equal: {r['results_equal']}; torch {r['torch']}.", ""])
+        f"# A/B `{r['arm']}`: {title}, B = {r['batch']}, {r['device']}, {r['threads']} "
+        f"thread(s), median of {r['reps']}", "",
+        f"| arm | {unit} |", "|---|---|",
+        f"| before ({before}) | {m['before']:.4f} |", f"| after ({after}) | {m['after']:.4f} |",
+        "", f"after / before: **{r['after_over_before']:.3f}**; {equal}: {r['results_equal']}; "
+        f"torch {r['torch']}.", ""])
+
+
+def markdown_tracker(r: dict) -> str:
+    return markdown_two_arms(
+        r, f"{r['size']}-px weight deltas ({r['state_mib']:.0f} MiB), 5 parts", "s per record()",
+        "1 + 5·B host copies, `torch.where` update", "one host copy, plain `copy_`",
+        "curves, parts and good states equal")
 
 
 def upfirdn2d_padded(x, kernel, up=1, down=1, pad=(0, 0)):
@@ -263,17 +268,8 @@ def blur_pad(size: int, batch: int, reps: int, dev: torch.device,
         finally:
             fir.upfirdn2d = after
 
-    times: dict[str, list[float]] = {a: [] for a in impl}
-    for r in range(reps + 1):  # round 0 warms up
-        for arm in impl:
-            sync(dev)
-            t = time.perf_counter()
-            run(arm)
-            sync(dev)
-            if r:
-                times[arm].append(time.perf_counter() - t)
+    times, med = interleaved(lambda arm, r: run(arm), impl, reps, dev)
     (ib, gb), (ia, ga) = run("before"), run("after")
-    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
     return {"arm": "blur_pad", "size": size, "channel_max": channel_max, "batch": batch,
             "reps": reps, "device": str(dev), "threads": torch.get_num_threads(),
             "median_s": med, "times_s": times, "after_over_before": med["after"] / med["before"],
@@ -283,15 +279,10 @@ def blur_pad(size: int, batch: int, reps: int, dev: torch.device,
 
 
 def markdown_blur(r: dict) -> str:
-    m = r["median_s"]
-    return "\n".join([
-        f"# A/B `blur_pad`: G.synthesis fwd + bwd (w.r.t. the weight deltas), {r['size']} px, "
-        f"B = {r['batch']}, {r['device']}, {r['threads']} thread(s), median of {r['reps']}", "",
-        "| arm | s per render fwd + bwd |", "|---|---|",
-        f"| before (explicitly padded copy before each blur) | {m['before']:.4f} |",
-        f"| after (the conv's own zero padding) | {m['after']:.4f} |", "",
-        f"after / before: **{r['after_over_before']:.3f}**; images and delta gradients "
-        f"bit-identical: {r['results_equal']}; torch {r['torch']}.", ""])
+    return markdown_two_arms(
+        r, f"G.synthesis fwd + bwd (w.r.t. the weight deltas), {r['size']} px",
+        "s per render fwd + bwd", "explicitly padded copy before each blur",
+        "the conv's own zero padding", "images and delta gradients bit-identical")
 
 
 def markdown_compile(r: dict) -> str:

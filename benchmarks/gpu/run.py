@@ -197,8 +197,7 @@ class Results:
         self.stem = stem
         self.data = {"meta": meta, "env": {}, "flops": {}, "tune": [], "gmm": [],
                      "trace": [], "channels_last": [], "cudnn": [], "e4e": [], "align": [],
-                     "metrics": [],
-                     "compile": [], "invert": [], "skipped": {}, "notes": []}
+                     "metrics": [], "compile": [], "invert": [], "skipped": {}, "notes": []}
 
     def add(self, section: str, row) -> None:
         if isinstance(self.data[section], list):
@@ -701,25 +700,33 @@ def section_channels_last(ctx: Ctx, res: Results, budget: Budget):
     if not ctx.nets:
         res.skip("channels_last", "no loss networks (--loss l2): nothing it applies to")
         return
-    k1, k2 = (int(s) for s in ctx.args.steps.split(","))
-    dt = "bf16" if ctx.cuda else "fp32"
-    batches = [int(b) for b in ctx.args.batch_sizes.split(",")]
-    picks = sorted({batches[0], batches[-1]})
     for n in ctx.nets.values():
         n.to(memory_format=torch.channels_last)
     try:
-        for v in variants(["pti", "gani"])[:2]:
-            for B in picks:
-                if budget.left() < 5:
-                    res.skip("channels_last", "budget spent")
-                    return
-                row = measure_tune(ctx, v, dt, B, k1, k2, budget.deadline(ctx.args.cap),
-                                   channels_last=True)
-                add_counts(res, row)
-                res.add("channels_last", row)
+        default_rows(ctx, res, budget, "channels_last", "bf16" if ctx.cuda else "fp32",
+                     channels_last=True)
     finally:
         for n in ctx.nets.values():
             n.to(memory_format=torch.contiguous_format)
+
+
+def default_rows(ctx: Ctx, res: Results, budget: Budget, section: str, dtype: str,
+                 mark: Optional[str] = None, **measure_kw) -> None:
+    """PTI and the default GANI at the smallest and largest batch, under whatever setting
+    the calling section has switched on, as `section` rows (flagged `mark` when given)."""
+    k1, k2 = (int(s) for s in ctx.args.steps.split(","))
+    batches = [int(b) for b in ctx.args.batch_sizes.split(",")]
+    for v in variants(["pti", "gani"])[:2]:
+        for B in sorted({batches[0], batches[-1]}):
+            if budget.left() < 5:
+                res.skip(section, "budget spent")
+                return
+            row = measure_tune(ctx, v, dtype, B, k1, k2, budget.deadline(ctx.args.cap),
+                               **measure_kw)
+            if mark:
+                row[mark] = True
+            add_counts(res, row)
+            res.add(section, row)
 
 
 # --------------------------------------------------------------------------- cudnn
@@ -729,20 +736,10 @@ def section_cudnn(ctx: Ctx, res: Results, budget: Budget):
     if not ctx.cuda:
         res.skip("cudnn", "cuDNN is CUDA's: nothing to measure on " + ctx.args.device)
         return
-    k1, k2 = (int(s) for s in ctx.args.steps.split(","))
-    batches = [int(b) for b in ctx.args.batch_sizes.split(",")]
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
-        for v in variants(["pti", "gani"])[:2]:
-            for B in sorted({batches[0], batches[-1]}):
-                if budget.left() < 5:
-                    res.skip("cudnn", "budget spent")
-                    return
-                row = measure_tune(ctx, v, "bf16", B, k1, k2, budget.deadline(ctx.args.cap))
-                row["cudnn_benchmark"] = True
-                add_counts(res, row)
-                res.add("cudnn", row)
+        default_rows(ctx, res, budget, "cudnn", "bf16", mark="cudnn_benchmark")
     finally:
         torch.backends.cudnn.benchmark = before
 
@@ -894,7 +891,6 @@ def measure_compiled(ctx: Ctx, spec: dict) -> list[dict]:
     Every row gives its compile time; the child reports each row as it finishes (and the
     one it is compiling), so a timeout keeps what was done."""
     deadline = time.perf_counter() + spec["cap"]
-    t = time.perf_counter()
     mode = spec.get("mode") or None
     ctx.G.synthesis = torch.compile(ctx.G.synthesis, dynamic=False, mode=mode)
     rows = []

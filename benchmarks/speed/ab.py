@@ -64,6 +64,7 @@ from gani.tuning.common import Tracker
 OUT = Path(__file__).resolve().parent / "results"
 # the module (gani.models re-exports its function under the same name)
 fir = importlib.import_module("gani.models.upfirdn2d")
+after_upfirdn2d = fir.upfirdn2d
 
 
 def gathered_affine(self: GMM, h: torch.Tensor, k: int, segments) -> torch.Tensor:
@@ -234,18 +235,14 @@ def markdown_tracker(r: dict) -> str:
 
 
 def upfirdn2d_padded(x, kernel, up=1, down=1, pad=(0, 0)):
-    """The *before* arm of `blur_pad`: upfirdn2d with every pad as an explicit copy."""
-    n, c, h, w = x.shape
+    """The *before* arm of `blur_pad`: the pad as an explicit copy, then the code's
+    upfirdn2d with none left to do (zero insertion first where up > 1, as it does)."""
+    if up > 1:  # the skip path's 2× up-sampling: its pad (2, 1) the code pads explicitly too
+        if pad[0] == pad[1] >= 0:
+            raise ValueError(f"no before-arm for up={up} with the symmetric pad {pad}")
+        return after_upfirdn2d(x, kernel, up, down, pad)
     p0, p1 = pad
-    if up > 1:
-        x = x.reshape(n, c, h, 1, w, 1)
-        x = torch.nn.functional.pad(x, [0, up - 1, 0, 0, 0, up - 1])
-        x = x.reshape(n, c, h * up, w * up)
-    x = torch.nn.functional.pad(x, [p0, p1, p0, p1])
-    kh, kw = kernel.shape
-    weight = torch.flip(kernel, [0, 1]).to(dtype=x.dtype, device=x.device)
-    x = torch.nn.functional.conv2d(x, weight.view(1, 1, kh, kw).expand(c, 1, kh, kw), groups=c)
-    return x[:, :, ::down, ::down] if down > 1 else x
+    return after_upfirdn2d(torch.nn.functional.pad(x, [p0, p1, p0, p1]), kernel, 1, down)
 
 
 def blur_pad(size: int, batch: int, reps: int, dev: torch.device,
@@ -256,7 +253,7 @@ def blur_pad(size: int, batch: int, reps: int, dev: torch.device,
     w = torch.randn(batch, G.n_latent, G.style_dim, device=dev)
     deltas = {n: torch.zeros(batch, *m.weight.shape[1:], device=dev, requires_grad=True)
               for n, m in G.modulated_convs().items()}
-    after = fir.upfirdn2d
+    after = after_upfirdn2d
     impl = {"before": upfirdn2d_padded, "after": after}
 
     def run(arm: str):
